@@ -1,0 +1,345 @@
+"""Typed, validated configuration (one YAML file drives model, targets, data and training).
+
+Every section is a frozen dataclass; unknown keys are errors that suggest the closest valid key,
+and choices are checked before any data is read.  Example::
+
+    model: {cutoff: 6.0, triplet_cutoff: 4.0, hidden_channels: 128, num_blocks: 4,
+            activation: elu, cutoff_function: cosine, radial_basis: bessel, seed: 0}
+    targets:
+      born_charges: {key: becs, level: atom, rank: 2, sum_rule: true}
+      epsilon:      {key: eps,  level: structure, rank: 2, symmetry: "ij=ji"}
+    data: {train: train.xyz}
+    training: {max_epochs: 100, max_time: 30}
+    run_dir: runs/example
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from .errors import ConfigError
+
+__all__ = [
+    "ModelConfig",
+    "TargetConfig",
+    "DataConfig",
+    "TrainingConfig",
+    "Config",
+    "load_config",
+    "apply_overrides",
+    "config_to_dict",
+    "CHOICES",
+]
+
+#: Allowed values of every choice-valued option, ``"section.field"`` -> choices.
+CHOICES: dict[str, tuple] = {
+    "model.activation": ("elu", "swish", "silu", "relu", "tanh"),
+    "model.cutoff_function": ("cosine", "polynomial"),
+    "model.radial_basis": ("bessel", "gaussian"),
+    "model.dtype": ("float32", "float64"),
+    "target.level": ("atom", "structure"),
+    "target.reduce": ("mean", "sum"),
+    "target.loss": ("euclidean", "mse", "mae", "cosine"),
+    "target.voigt_order": ("vasp", "standard"),
+    "training.device": ("auto", "cpu", "cuda"),
+    "training.strategy": ("auto", "ddp"),
+}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Backbone hyperparameters (defaults: the ETGNN paper's)."""
+
+    cutoff: float = 6.0  #: edge cutoff, Angstrom
+    triplet_cutoff: float = 4.0  #: only edges shorter than this form triplets, Angstrom
+    max_neighbors: Optional[int] = None  #: keep nearest N only; breaks exact site symmetry
+    hidden_channels: int = 128
+    triplet_channels: int = 128
+    num_blocks: int = 4
+    int_emb_size: int = 64
+    basis_emb_size: int = 8
+    num_radial: int = 6
+    num_spherical: int = 7
+    envelope_exponent: int = 5
+    activation: str = "elu"
+    cutoff_function: str = "cosine"
+    radial_basis: str = "bessel"
+    dtype: str = "float32"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """One tensor target: which data field, its rank and level, constraints and loss."""
+
+    key: str  #: field name in the data
+    level: str = "structure"  #: "atom" (per-atom tensors) or "structure"
+    rank: int = 0
+    reduce: str = "mean"  #: structure targets: mean (intensive) or sum (extensive) over atoms
+    symmetry: Optional[str] = None  #: index symmetry formula, e.g. "ij=ji", "ijk=ikj"
+    sum_rule: bool = False  #: per-atom targets: tensors of a structure sum to zero
+    isotropic: bool = True  #: zero-body isotropic terms (s * delta_ab, ...)
+    two_body: bool = True
+    three_body: bool = True
+    voigt_order: str = "vasp"  #: order of Voigt-form inputs
+    transpose: bool = False  #: swap the two indices of rank-2 inputs
+    loss: str = "euclidean"
+    weight: float = 1.0
+    unit: str = ""  #: documentation only: the unit of the data
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data comes from and how it is split."""
+
+    train: Optional[str] = None
+    val: Optional[str] = None
+    test: Optional[str] = None
+    format: Optional[str] = None
+    split: tuple = (0.6, 0.2, 0.2)  #: train/val/test fractions when val/test files are absent
+    split_seed: int = 0
+    cache_dir: Optional[str] = ".etgnn_cache"
+    num_workers: int = 2  #: processes building graphs
+    max_structures: Optional[int] = None
+    sum_rule_threshold: Optional[float] = None  #: drop structures with |sum of per-atom tensor| above (e)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Optimisation settings (AdamW, learning rate x0.5 on plateau)."""
+
+    max_epochs: int = 500
+    max_time: Optional[float] = None  #: wall-clock budget, minutes
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    lr_factor: float = 0.5
+    lr_patience: int = 10
+    min_lr: float = 1e-6
+    early_stopping_patience: int = 40
+    grad_clip: Optional[float] = 10.0
+    ema_decay: Optional[float] = None
+    device: str = "auto"
+    strategy: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    seed: int = 0
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration."""
+
+    targets: dict = field(default_factory=dict)  #: name -> TargetConfig
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    run_dir: str = "runs/etgnn"
+
+
+def _unknown_key(key: str, valid, where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, list(valid), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(sorted(valid))}"
+    return ConfigError(f"unknown key {where}.{key}{hint}".replace("config..", "config."))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], where)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, (str, Path)):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return str(value)
+    if tp is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        return tuple(value)
+    return value
+
+
+def _build(cls, raw: Any, where: str):
+    if isinstance(raw, cls):
+        return raw
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in names:
+            raise _unknown_key(key, names, where)
+        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
+    missing = [f.name for f in dataclasses.fields(cls)
+               if f.name not in kwargs and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{where} is missing required key(s): {', '.join(missing)}")
+    return cls(**kwargs)
+
+
+def _check_choice(section: str, name: str, value: Any, where: str) -> None:
+    choices = CHOICES.get(f"{section}.{name}")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{where}.{name} must be one of {list(choices)}, got {value!r}")
+
+
+def _validate(cfg: Config) -> None:
+    m = cfg.model
+    for f in dataclasses.fields(m):
+        _check_choice("model", f.name, getattr(m, f.name), "model")
+    if m.cutoff <= 0 or not 0 < m.triplet_cutoff <= m.cutoff:
+        raise ConfigError(f"need 0 < model.triplet_cutoff <= model.cutoff, got {m.triplet_cutoff} and {m.cutoff}")
+    for name in ("hidden_channels", "triplet_channels", "num_blocks", "int_emb_size", "basis_emb_size",
+                 "num_radial", "num_spherical"):
+        if getattr(m, name) < 1:
+            raise ConfigError(f"model.{name} must be >= 1, got {getattr(m, name)}")
+    if m.max_neighbors is not None and m.max_neighbors < 1:
+        raise ConfigError(f"model.max_neighbors must be >= 1 or null, got {m.max_neighbors}")
+    if not cfg.targets:
+        raise ConfigError("config has no targets: add a 'targets' section, e.g. "
+                          "targets: {forces: {key: forces, level: atom, rank: 1}}")
+    for name, t in cfg.targets.items():
+        where = f"targets.{name}"
+        for f in dataclasses.fields(t):
+            _check_choice("target", f.name, getattr(t, f.name), where)
+        if t.rank < 0:
+            raise ConfigError(f"{where}.rank must be >= 0, got {t.rank}")
+        if t.sum_rule and t.level != "atom":
+            raise ConfigError(f"{where}.sum_rule applies to per-atom targets only (level: atom)")
+        if t.symmetry is not None:
+            from .tensors import parse_symmetry
+
+            try:
+                parse_symmetry(t.symmetry, t.rank)
+            except Exception as exc:
+                raise ConfigError(f"{where}.symmetry: {exc}") from None
+        if t.weight < 0:
+            raise ConfigError(f"{where}.weight must be >= 0, got {t.weight}")
+    tr = cfg.training
+    for f in dataclasses.fields(tr):
+        _check_choice("training", f.name, getattr(tr, f.name), "training")
+    if tr.batch_size < 1 or tr.max_epochs < 0 or tr.lr <= 0:
+        raise ConfigError("training.batch_size and training.lr must be positive, max_epochs >= 0")
+    if not 0 < tr.lr_factor < 1:
+        raise ConfigError(f"training.lr_factor must be in (0, 1), got {tr.lr_factor}")
+    split = cfg.data.split
+    if len(split) != 3 or any(s < 0 for s in split) or abs(sum(split) - 1) > 1e-6:
+        raise ConfigError(f"data.split must be three non-negative fractions summing to 1, got {list(split)}")
+
+
+def load_config(source: Any, overrides: list[str] | None = None) -> Config:
+    """Build a validated :class:`Config` from a dict, a YAML path or a ``Config``.
+
+    Args:
+        source: mapping, path to a YAML file, or an existing ``Config``.
+        overrides: ``"dotted.key=value"`` strings applied before validation (values parsed as YAML).
+
+    Raises:
+        ConfigError: unreadable file, unknown key (with the closest valid key), bad value.
+    """
+    if isinstance(source, Config) and not overrides:
+        _validate(source)
+        return source
+    if isinstance(source, Config):
+        raw = config_to_dict(source)
+    elif isinstance(source, (str, Path)):
+        path = Path(source)
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the config must be a mapping at top level")
+    elif isinstance(source, dict):
+        raw = source
+    else:
+        raise ConfigError(f"cannot build a config from {type(source).__name__}")
+    raw = apply_overrides(raw, overrides or [])
+    top = {f.name for f in dataclasses.fields(Config)}
+    for key in raw:
+        if key not in top:
+            raise _unknown_key(key, top, "config")
+    targets_raw = raw.get("targets") or {}
+    if not isinstance(targets_raw, dict):
+        raise ConfigError("targets must be a mapping of target name -> settings")
+    targets = {str(n): _build(TargetConfig, t, f"targets.{n}") for n, t in targets_raw.items()}
+    cfg = Config(
+        targets=targets,
+        model=_build(ModelConfig, raw.get("model"), "model"),
+        data=_build(DataConfig, raw.get("data"), "data"),
+        training=_build(TrainingConfig, raw.get("training"), "training"),
+        run_dir=_coerce(raw.get("run_dir", Config.run_dir), str, "run_dir"),
+    )
+    _validate(cfg)
+    return cfg
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Return a copy of ``raw`` with ``"a.b.c=value"`` overrides applied (value parsed as YAML).
+
+    Raises:
+        ConfigError: an override without ``=``.
+    """
+    import copy
+
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        path, value = item.split("=", 1)
+        parts = path.strip().split(".")
+        node = out
+        for p in parts[:-1]:
+            if node.get(p) is None:
+                node[p] = {}
+            node = node[p]
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {p!r} is not a section")
+        node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+    return out
+
+
+def config_to_dict(cfg: Config) -> dict:
+    """Plain-dict form of a config (YAML-serialisable; tuples become lists)."""
+
+    def conv(x):
+        if dataclasses.is_dataclass(x):
+            return {f.name: conv(getattr(x, f.name)) for f in dataclasses.fields(x)}
+        if isinstance(x, dict):
+            return {k: conv(v) for k, v in x.items()}
+        if isinstance(x, (tuple, list)):
+            return [conv(v) for v in x]
+        return x
+
+    return conv(cfg)

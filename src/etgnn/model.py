@@ -1,0 +1,223 @@
+"""The ETGNN model: invariant backbone + one tensor head per target, with a numpy-in/numpy-out API.
+
+>>> import etgnn
+>>> from ase.build import molecule
+>>> model = etgnn.build_model({"model": {"hidden_channels": 16, "triplet_channels": 8, "num_blocks": 1},
+...                            "targets": {"dipole": {"key": "mu", "level": "structure", "rank": 1}}})
+>>> model.predict(molecule("H2O"))[0]["dipole"].shape
+(3,)
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase import Atoms
+from torch import Tensor, nn
+
+from . import __version__
+from .config import Config, config_to_dict, load_config
+from .data import keys as K
+from .data.batch import collate, to_device
+from .data.graph import build_graph
+from .errors import DataError, EtgnnError
+from .nn.backbone import Backbone
+from .nn.heads import Geometry, TensorHead
+
+__all__ = ["ETGNN", "build_model", "load_model"]
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class ETGNN(nn.Module):
+    """Backbone plus tensor heads built from a :class:`etgnn.config.Config`.
+
+    ``forward(batch)`` maps a batch from :func:`etgnn.data.batch.collate` to
+    ``{target: tensor}`` with per-atom targets (n_atoms, 3, ...) and per-structure targets
+    (n_graphs, 3, ...), in the units of the training data.
+    """
+
+    def __init__(self, config: Config):
+        super().__init__()
+        self.config = config
+        m = config.model
+        self.backbone = Backbone(
+            cutoff=m.cutoff, triplet_cutoff=m.triplet_cutoff, hidden_channels=m.hidden_channels,
+            triplet_channels=m.triplet_channels, num_blocks=m.num_blocks, int_emb_size=m.int_emb_size,
+            basis_emb_size=m.basis_emb_size, num_radial=m.num_radial, num_spherical=m.num_spherical,
+            envelope_exponent=m.envelope_exponent, activation=m.activation,
+            cutoff_function=m.cutoff_function, radial_basis=m.radial_basis,
+        )
+        self.heads = nn.ModuleDict({
+            name: TensorHead(
+                rank=t.rank, level=t.level, reduce=t.reduce, hidden_channels=m.hidden_channels,
+                triplet_channels=m.triplet_channels, activation=m.activation, isotropic=t.isotropic,
+                two_body=t.two_body, three_body=t.three_body, symmetry=t.symmetry, sum_rule=t.sum_rule,
+            )
+            for name, t in config.targets.items()
+        })
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return _DTYPES[self.config.model.dtype]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def geometry(self, batch: dict[str, Tensor]) -> tuple[Tensor, Geometry]:
+        """Edge lengths (n_edges,) and the :class:`Geometry` shared by the heads."""
+        pos = batch[K.POSITIONS]
+        i, j = batch[K.EDGE_INDEX]
+        vec = pos[j] + batch[K.EDGE_SHIFT] - pos[i]
+        dist = vec.norm(dim=-1)
+        geo = Geometry(
+            unit=vec / dist.unsqueeze(-1), centre=i, fcut=self.backbone.cutoff_fn(dist),
+            fcut_trip=self.backbone.triplet_cutoff_fn(dist), ta=batch[K.TRIPLET_A], tb=batch[K.TRIPLET_B],
+            numbers=batch[K.NUMBERS], batch=batch[K.BATCH], n_graphs=int(batch[K.N_ATOMS].shape[0]),
+        )
+        return dist, geo
+
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        dist, geo = self.geometry(batch)
+        feats = self.backbone(batch[K.NUMBERS], batch[K.EDGE_INDEX], dist, geo["unit"], geo["ta"], geo["tb"])
+        return {name: head(feats, geo) for name, head in self.heads.items()}
+
+    # ------------------------------------------------------------------ numpy API
+    def graph(self, atoms: Atoms, where: str = "structure") -> dict[str, np.ndarray]:
+        """Neighbour graph of ``atoms`` with this model's cutoffs."""
+        m = self.config.model
+        return build_graph(atoms, m.cutoff, m.triplet_cutoff, m.max_neighbors, where=where)
+
+    @torch.no_grad()
+    def predict(self, structures: Atoms | Iterable[Atoms], batch_size: int = 32,
+                progress: bool = False) -> list[dict[str, np.ndarray]]:
+        """Predict every target for one or many structures.
+
+        Args:
+            structures: an ``ase.Atoms`` or an iterable of them (a long trajectory is streamed in
+                batches).
+            batch_size: structures per forward pass.
+            progress: show a progress bar.
+
+        Returns:
+            one dict per structure, ``{target: array}``: per-atom targets (n_atoms, 3, ...),
+            per-structure targets (3, ...), float64, in the units of the training data.
+        """
+        if isinstance(structures, Atoms):
+            structures = [structures]
+        was_training = self.training
+        self.eval()
+        results: list[dict[str, np.ndarray]] = []
+        total = len(structures) if isinstance(structures, Sequence) else None
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total, unit="structure", desc="predict")
+        try:
+            for chunk in _chunks(structures, batch_size):
+                offset = len(results)
+                graphs = [self.graph(a, where=f"structure {offset + k}") for k, a in enumerate(chunk)]
+                results.extend(self.predict_graphs(graphs))
+                if bar is not None:
+                    bar.update(len(chunk))
+        finally:
+            if bar is not None:
+                bar.close()
+            self.train(was_training)
+        return results
+
+    @torch.no_grad()
+    def predict_graphs(self, graphs: Sequence[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        """Like :meth:`predict` for graphs already built by :meth:`graph`."""
+        batch = to_device(collate(graphs, dtype=self.dtype), self.device)
+        out = self(batch)
+        n_atoms = batch[K.N_ATOMS].cpu().numpy()
+        bounds = np.concatenate([[0], np.cumsum(n_atoms)])
+        split = []
+        for g in range(len(graphs)):
+            item = {}
+            for name, value in out.items():
+                arr = value.detach().cpu().double().numpy()
+                item[name] = arr[bounds[g] : bounds[g + 1]] if self.heads[name].level == "atom" else arr[g]
+                if not np.isfinite(item[name]).all():
+                    raise EtgnnError(f"structure {g}: prediction of {name!r} is not finite")
+            split.append(item)
+        return split
+
+    # ------------------------------------------------------------------ persistence
+    def checkpoint(self) -> dict:
+        """Everything needed to rebuild the model: resolved config, weights, versions."""
+        return {
+            "etgnn_version": __version__,
+            "torch_version": torch.__version__,
+            "config": config_to_dict(self.config),
+            "state_dict": self.state_dict(),
+        }
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the model to ``path`` atomically (temporary file + rename)."""
+        save_atomic(self.checkpoint(), path)
+
+
+def _chunks(items: Iterable, size: int):
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def save_atomic(obj, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file next to ``path``, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    with open(tmp, "wb") as fh:
+        fh.write(buf.getvalue())
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def build_model(config) -> ETGNN:
+    """Build a model from a config (dict, YAML path or :class:`Config`).
+
+    Weights are initialised from ``model.seed``; the model's dtype is ``model.dtype``.
+    """
+    cfg = load_config(config)
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(cfg.model.seed)
+        model = ETGNN(cfg)
+    finally:
+        torch.random.set_rng_state(state)
+    return model.to(_DTYPES[cfg.model.dtype])
+
+
+def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> ETGNN:
+    """Load a model written by :meth:`ETGNN.save` or a training checkpoint (``best.ckpt``)."""
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except FileNotFoundError:
+        raise DataError(f"no model file at {path}") from None
+    except Exception as exc:  # corrupt or foreign file
+        raise DataError(f"{path} is not an etgnn model file: {exc}") from None
+    if not isinstance(ckpt, dict) or "config" not in ckpt:
+        raise DataError(f"{path} is not an etgnn model file (no 'config' entry)")
+    state = ckpt.get("model_state", ckpt.get("state_dict"))
+    model = build_model(ckpt["config"])
+    model.load_state_dict(state)
+    return model.to(map_location)
