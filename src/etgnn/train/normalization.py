@@ -1,0 +1,82 @@
+"""Per-target normalisation fitted on the training part only.
+
+For each head: a per-element isotropic shift (least squares of each label's isotropic part on
+the element composition), an output scale (RMS per component of what remains) and the
+``1 / (mean edges per atom)`` and ``1 / (mean triplets per atom)`` factors of the edge sums.
+The shift only uses isotropic tensors, so equivariance is untouched.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..data import keys as K
+from ..nn.backbone import MAX_Z
+
+__all__ = ["fit_normalization"]
+
+
+def _iso_coefficients(y: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """Least-squares coefficients of ``y`` (n, 3**M) on the isotropic basis (n_iso, 3**M)."""
+    gram = basis @ basis.T
+    return np.linalg.solve(gram, basis @ y.T).T  # (n, n_iso)
+
+
+def fit_normalization(model, train, ridge: float = 1e-6) -> dict:
+    """Set every head's ``scale``, ``element_shift``, ``edge_norm`` and ``triplet_norm`` from data.
+
+    Args:
+        model: an :class:`etgnn.model.ETGNN`.
+        train: the training :class:`etgnn.data.dataset.GraphDataset`.
+        ridge: Tikhonov regulariser of the per-element least squares (structure targets).
+
+    Returns:
+        ``{target: {"scale": float, "shift": {Z: [...]}}}`` plus ``edges_per_atom`` and
+        ``triplets_per_atom``.
+    """
+    n_atoms = train.n_atoms()
+    n_edges = sum(g[K.EDGE_INDEX].shape[1] for g in train.graphs)
+    n_trip = sum(g[K.TRIPLET_A].shape[0] for g in train.graphs)
+    edges_per_atom = max(n_edges / max(n_atoms, 1), 1.0)
+    trip_per_atom = max(n_trip / max(n_atoms, 1), 1.0)
+    numbers = [g[K.NUMBERS] for g in train.graphs]
+    stats: dict = {"edges_per_atom": edges_per_atom, "triplets_per_atom": trip_per_atom}
+    for name, head in model.heads.items():
+        size = 3**head.rank
+        basis = head.iso_basis.detach().cpu().double().numpy()
+        shift = np.zeros((MAX_Z + 1, max(head.n_iso, 1)))
+        if head.level == "atom":
+            y = np.concatenate([lab[name].reshape(-1, size) for lab in train.labels])
+            z = np.concatenate(numbers)
+            if head.n_iso:
+                coef = _iso_coefficients(y, basis)
+                for el in np.unique(z):
+                    shift[el, : head.n_iso] = coef[z == el].mean(axis=0)
+                y = y - shift[z, : head.n_iso] @ basis
+        else:
+            y = np.stack([lab[name].reshape(size) for lab in train.labels])
+            if head.n_iso:
+                coef = _iso_coefficients(y, basis)
+                elements = np.unique(np.concatenate(numbers))
+                comp = np.zeros((len(numbers), len(elements)))
+                for s, z in enumerate(numbers):
+                    counts = np.searchsorted(elements, z)
+                    np.add.at(comp[s], counts, 1.0)
+                    if head.reduce == "mean":
+                        comp[s] /= len(z)
+                a = comp.T @ comp + ridge * np.eye(len(elements))
+                sol = np.linalg.solve(a, comp.T @ coef)
+                shift[elements, : head.n_iso] = sol
+                y = y - (comp @ sol) @ basis
+        scale = float(np.sqrt(np.mean(y**2))) if y.size else 1.0
+        if not np.isfinite(scale) or scale < 1e-12:
+            scale = 1.0
+        dtype = head.scale.dtype
+        head.scale.copy_(torch.tensor(scale, dtype=dtype))
+        head.element_shift.copy_(torch.as_tensor(shift, dtype=dtype))
+        head.edge_norm.copy_(torch.tensor(1.0 / edges_per_atom, dtype=dtype))
+        head.triplet_norm.copy_(torch.tensor(1.0 / trip_per_atom, dtype=dtype))
+        stats[name] = {"scale": scale,
+                       "shift": {int(el): shift[el, : head.n_iso].tolist() for el in np.flatnonzero(shift.any(1))}}
+    return stats
