@@ -271,7 +271,11 @@ def index_patterns(rank: int) -> list[tuple[int, ...]]:
     ``e_{p_1} (x) ... (x) e_{p_M}``.  Because triplets are ordered (both ``(a, b)`` and ``(b, a)``
     occur) patterns related by swapping ``a`` and ``b`` give the same sum, so one of each pair is
     kept (the one starting with ``a``), and the pure pattern ``a...a`` (a two-body shape) is dropped.
-    Rank 2 gives ``[(0, 1)]`` (``e_a (x) e_b``); rank 3 gives ``(0,0,1), (0,1,0), (0,1,1)``.
+    Rank 2 gives ``[(0, 1)]`` (``e_a (x) e_b``); rank 3 gives ``(0,0,1), (0,1,0), (0,1,1)``; ranks 0
+    and 1 give none.
+
+    >>> index_patterns(0), index_patterns(1), index_patterns(2)
+    ([], [], [(0, 1)])
     """
-    pats = [p for p in itertools.product((0, 1), repeat=rank) if p[0] == 0 and any(p)]
-    return pats
+    # rank 0 has the single empty pattern, which has no first index: no three-body terms
+    return [p for p in itertools.product((0, 1), repeat=rank) if p and p[0] == 0 and any(p)]
