@@ -138,6 +138,7 @@ def read_done(path: str | os.PathLike, method: str, seed: int, sigma: float) -> 
                             "make-dataset, choose another --output")
         for key in _RUN_KEYS:
             got = atoms.info.get(key)
+            got = got.item() if isinstance(got, np.generic) else got
             if got != expected[key]:
                 raise DataError(
                     f"{path} frame {k} ({atoms.info['molecule']}-{atoms.info['sample']}): "
