@@ -1,0 +1,32 @@
+"""Training, evaluation and prediction.
+
+Public API::
+
+    result = train(config, resume=False, callback=None)       # -> TrainResult
+    metrics, predictions, references = evaluate(model, dataset)
+    predict_file(model, "traj.extxyz", "pred.extxyz")
+"""
+
+from .evaluate import evaluate, predict_file
+from .losses import LOSSES, cosine, euclidean, mae, mse, sum_rule_penalty, total_loss
+from .metrics import METRIC_NAMES, MetricAccumulator, compute_metrics
+from .plots import parity_plot
+from .trainer import TrainResult, train
+
+__all__ = [
+    "train",
+    "TrainResult",
+    "evaluate",
+    "predict_file",
+    "parity_plot",
+    "mse",
+    "mae",
+    "euclidean",
+    "cosine",
+    "sum_rule_penalty",
+    "total_loss",
+    "LOSSES",
+    "METRIC_NAMES",
+    "MetricAccumulator",
+    "compute_metrics",
+]

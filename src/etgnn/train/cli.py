@@ -1,0 +1,117 @@
+"""``etgnn train`` / ``etgnn evaluate`` / ``etgnn predict``: thin wrappers over :mod:`etgnn.train`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+__all__ = ["add_parser"]
+
+_PREDICT_HELP = """\
+Predict every target for the structures of INPUT and write them, with the predictions, to
+OUTPUT (extended XYZ), streaming long trajectories in chunks of --batch-size structures.
+
+Field naming in OUTPUT (units of the training data):
+  per-atom target NAME of rank M   per-atom column NAME with 3**M values per atom, the tensor
+                                   flattened row-major (T[a,b] at 3*a+b); one value for M=0
+  per-structure target NAME        comment-line entry NAME with 3**M values, row-major
+                                   (a single number for M=0)
+A prediction replaces an existing field of the same name.
+"""
+
+
+def add_parser(subparsers) -> None:
+    """Register the ``train``, ``evaluate`` and ``predict`` subcommands."""
+    p = subparsers.add_parser("train", help="train a model from a YAML config",
+                              description="Train a model; overrides like training.lr=3e-4 are applied to CONFIG.")
+    p.add_argument("config", metavar="CONFIG", help="YAML config file")
+    p.add_argument("overrides", metavar="KEY=VALUE", nargs="*", help="dotted config overrides, e.g. training.max_epochs=10")
+    p.add_argument("--resume", action="store_true", help="continue the run in run_dir from last.ckpt")
+    p.set_defaults(func=_train)
+
+    p = subparsers.add_parser("evaluate", help="metrics of a checkpoint on labelled data",
+                              description="MAE, RMSE, mean Euclidean error and R^2 per target, in data units.")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="best.ckpt / last.ckpt or a saved model")
+    p.add_argument("data", metavar="DATA", help="labelled structures, read with the targets' keys of the checkpoint")
+    p.add_argument("--output", "-o", metavar="JSON", help="write the metrics as JSON here")
+    p.add_argument("--plot", metavar="PNG", help="write a parity plot (one panel per target) here")
+    p.add_argument("--batch-size", type=int, default=None, metavar="N", help="structures per batch")
+    p.add_argument("--format", default=None, metavar="F", help="data format (default: detected)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(func=_evaluate)
+
+    p = subparsers.add_parser("predict", help="predict tensors for structures, written as extxyz",
+                              description=_PREDICT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="best.ckpt / last.ckpt or a saved model")
+    p.add_argument("input", metavar="INPUT", help="structure file (extxyz, any ASE format, or an etgnn format)")
+    p.add_argument("-o", "--output", required=True, metavar="OUTPUT.extxyz", help="output file (overwritten)")
+    p.add_argument("--batch-size", type=int, default=32, metavar="N", help="structures per chunk (default 32)")
+    p.add_argument("--format", default=None, metavar="F", help="input format (default: detected)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_predict)
+
+
+def _positive(n, what: str):
+    from ..errors import ConfigError
+
+    if n is not None and n < 1:
+        raise ConfigError(f"{what} must be >= 1, got {n}")
+    return n
+
+
+def _load(path: str, device: str):
+    from ..model import load_model
+    from .ddp import resolve_device
+
+    return load_model(path, map_location=resolve_device(device))
+
+
+def _train(args) -> int:
+    from ..config import load_config
+    from .metrics import format_table
+    from .trainer import train
+
+    cfg = load_config(args.config, args.overrides)
+    result = train(cfg, resume=args.resume)
+    print(f"run directory: {result.run_dir}")
+    print(f"stopped: {result.stopped} after {result.epochs_run} epochs; best epoch {result.best_epoch}, "
+          f"val loss {result.best_val_loss:.5g}")
+    if result.metrics:
+        print(format_table(result.metrics))
+    return 0
+
+
+def _evaluate(args) -> int:
+    from ..data.dataset import load_structures_dataset
+    from .evaluate import evaluate
+    from .metrics import format_table
+    from .plots import parity_plot
+
+    batch_size = _positive(args.batch_size, "--batch-size")
+    model = _load(args.checkpoint, args.device)
+    dataset = load_structures_dataset(args.data, model.config, progress=True, format=args.format)
+    metrics, pred, ref = evaluate(model, dataset, batch_size=batch_size)
+    print(format_table({"data": metrics}))
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps({"checkpoint": str(args.checkpoint), "data": str(args.data),
+                                                 "metrics": metrics}, indent=2))
+        print(f"metrics written to {args.output}")
+    if args.plot:
+        units = {name: t.unit for name, t in model.config.targets.items()}
+        parity_plot(pred, ref, args.plot, metrics, units, title=Path(args.data).name)
+        print(f"parity plot written to {args.plot}")
+    return 0
+
+
+def _predict(args) -> int:
+    from .evaluate import predict_file
+
+    batch_size = _positive(args.batch_size, "--batch-size")
+    model = _load(args.checkpoint, args.device)
+    n = predict_file(model, args.input, args.output, batch_size=batch_size, format=args.format,
+                     progress=not args.no_progress)
+    print(f"{n} structures with predictions written to {args.output}")
+    return 0

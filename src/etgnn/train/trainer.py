@@ -1,0 +1,383 @@
+"""The training loop: AdamW, learning rate x ``lr_factor`` on plateau, early stopping, EMA, DDP.
+
+``train(config)`` reads the data (:func:`etgnn.data.dataset.make_splits`), fits the heads'
+normalisation on the training part, trains, and leaves in ``config.run_dir``::
+
+    config.yaml                   the resolved config
+    best.ckpt / last.ckpt         checkpoints (see :mod:`etgnn.train.checkpoint`), written atomically
+    log.csv                       one row per epoch: epoch, time_s, lr, train_loss, val_loss,
+                                  val_<target>_<metric>
+    metrics.json                  val / test metrics of the best model, best epoch and loss
+    parity_val.png, parity_test.png
+
+Reproducibility: everything random in epoch ``e`` (the shuffling and any torch / numpy / python
+randomness) is seeded from ``(training.seed, e)`` only, and ``last.ckpt`` is written after every
+epoch, so a run killed at any moment and resumed with ``resume=True`` loses at most the epoch in
+progress and ends exactly like an uninterrupted run.  ``training.max_time`` (minutes) bounds the
+wall-clock time of one session (one call of ``train``): the run stops cleanly after the epoch in
+which it is exceeded, or inside an epoch that is still running when it is exceeded.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+
+from ..config import Config, config_to_dict, load_config
+from ..data import keys as K
+from ..data.batch import to_device
+from ..errors import ConfigError, EtgnnError
+from . import ddp
+from .checkpoint import BEST, LAST, capture_rng, epoch_seed, load_checkpoint, restore_rng, save_checkpoint, seed_everything
+from .ema import EMA
+from .evaluate import evaluate_loader
+from .losses import total_loss
+from .metrics import METRIC_NAMES
+
+__all__ = ["TrainResult", "train"]
+
+#: training settings that may change when a run is resumed (anything else must match)
+_RESUMABLE_CHANGES = {"data": {"cache_dir", "num_workers"}}
+_CHECKED_SECTIONS = ("model", "targets", "data")
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :func:`train`.
+
+    Attributes:
+        best_val_loss: lowest validation loss (normalised units, as the training loss).
+        best_epoch: its epoch (0-based); -1 if no epoch ran.
+        epochs_run: epochs completed by the whole run (all sessions).
+        metrics: ``{"val": {target: {metric: value}}, "test": {...}}`` of the best model, data units
+            (empty on DDP ranks other than 0).
+        run_dir: the run directory.
+        stopped: why training ended (``"max_epochs"``, ``"early_stopping"``, ``"max_time"``).
+    """
+
+    best_val_loss: float
+    best_epoch: int
+    epochs_run: int
+    metrics: dict = field(default_factory=dict)
+    run_dir: Path = Path(".")
+    stopped: str = "max_epochs"
+
+
+@dataclass
+class _State:
+    epoch: int = -1  # last completed epoch
+    best_val_loss: float = math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    elapsed: float = 0.0  # seconds, all sessions
+
+
+def train(config, *, resume: bool = False, callback=None) -> TrainResult:
+    """Train a model as configured; see the module docstring for what is written.
+
+    Args:
+        config: a :class:`Config`, a mapping or a YAML path.
+        resume: continue from ``run_dir/last.ckpt`` (a fresh run if there is none yet).
+        callback: ``callback(epoch, val_loss)`` called after each validation (rank 0); it may
+            raise (e.g. ``optuna.TrialPruned``) to stop training, and the exception propagates.
+            Not available when DDP processes are spawned by ``train`` itself.
+
+    Raises:
+        ConfigError: invalid config, a run directory that already holds a run (without
+            ``resume``), a resumed run whose model / targets / data changed.
+        DataError: unreadable or ill-labelled data.
+    """
+    cfg = load_config(config)
+    tr = cfg.training
+    if ddp.launched_by_torchrun():
+        env = os.environ
+        ctx = ddp.init_distributed(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)),
+                                   tr.device)
+        try:
+            return _run(cfg, ctx, resume, callback)
+        finally:
+            ddp.cleanup(ctx)
+    _check_run_dir(cfg, resume)
+    world = tr.devices * tr.num_nodes if tr.strategy == "ddp" else 1
+    if world > 1:
+        if tr.num_nodes > 1:
+            raise ConfigError(f"training.num_nodes={tr.num_nodes}: start multi-node runs with torchrun, e.g. "
+                              f"torchrun --nnodes {tr.num_nodes} --nproc-per-node {tr.devices} "
+                              "--rdzv-endpoint HOST:PORT -m etgnn.cli train CONFIG")
+        if callback is not None:
+            raise ConfigError("a callback needs a single process or a torchrun launch, not training.strategy=ddp "
+                              "with processes spawned by etgnn")
+        ddp.resolve_device(tr.device)  # fail early on cuda without a GPU
+        import torch.multiprocessing as mp
+
+        mp.spawn(_spawn_entry, args=(config_to_dict(cfg), resume, ddp.free_port(), world), nprocs=world, join=True)
+        return _result_from_files(Path(cfg.run_dir))
+    ctx = ddp.DistContext(device=ddp.resolve_device(tr.device))
+    return _run(cfg, ctx, resume, callback)
+
+
+def _spawn_entry(local_rank: int, cfg_dict: dict, resume: bool, port: int, world: int) -> None:
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    cfg = load_config(cfg_dict)
+    ctx = ddp.init_distributed(local_rank, world, local_rank, cfg.training.device)
+    try:
+        _run(cfg, ctx, resume, None)
+    finally:
+        ddp.cleanup(ctx)
+
+
+def _check_run_dir(cfg: Config, resume: bool) -> None:
+    run_dir = Path(cfg.run_dir)
+    if not resume and (run_dir / LAST).exists():
+        raise ConfigError(f"{run_dir} already holds a run ({LAST}); resume it (--resume / resume=True) "
+                          "or set run_dir to a new folder")
+
+
+def _check_compatible(old: dict, cfg: Config, path: Path) -> None:
+    new = config_to_dict(cfg)
+    diffs = []
+    for section in _CHECKED_SECTIONS:
+        a, b = old.get(section, {}), new.get(section, {})
+        for key in sorted(set(a) | set(b)):
+            if key not in _RESUMABLE_CHANGES.get(section, set()) and a.get(key) != b.get(key):
+                diffs.append(f"{section}.{key}: {a.get(key)!r} -> {b.get(key)!r}")
+    if diffs:
+        raise ConfigError(f"cannot resume {path}: the config changed ({'; '.join(diffs)}); "
+                          "only training settings may change when resuming")
+
+
+def _run(cfg: Config, ctx: ddp.DistContext, resume: bool, callback) -> TrainResult:
+    from torch.nn.parallel import DistributedDataParallel
+    from torch.optim.lr_scheduler import ReduceLROnPlateau
+    from torch.utils.data.distributed import DistributedSampler
+
+    from ..data.dataset import EpochSampler, fit_normalization, make_loader, make_splits
+    from ..model import build_model
+
+    t0 = time.monotonic()
+    tr, run_dir = cfg.training, Path(cfg.run_dir)
+    seed_everything(tr.seed)
+    splits = make_splits(cfg, progress=tr.progress) if ctx.is_main else None
+    ddp.barrier(ctx)  # rank 0 filled the graph cache; the others read it
+    if splits is None:
+        splits = make_splits(cfg, progress=False)
+    model = build_model(cfg)
+    norm = fit_normalization(model, splits["train"])
+    model.to(ctx.device)
+    opt = torch.optim.AdamW(model.parameters(), lr=tr.lr, weight_decay=tr.weight_decay)
+    sched = ReduceLROnPlateau(opt, mode="min", factor=tr.lr_factor, patience=tr.lr_patience, min_lr=tr.min_lr)
+    ema = EMA(model, tr.ema_decay) if tr.ema_decay else None
+    state = _State()
+    if resume and (run_dir / LAST).is_file():
+        ckpt = load_checkpoint(run_dir / LAST, map_location=ctx.device)
+        _check_compatible(ckpt["config"], cfg, run_dir / LAST)
+        model.load_state_dict(ckpt.get("train_state_dict") or ckpt["state_dict"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        if ema is not None and ckpt.get("ema"):
+            ema.load_state_dict(ckpt["ema"])
+        restore_rng(ckpt["rng"])
+        norm = ckpt.get("normalization", norm)
+        state = _State(ckpt["epoch"], ckpt["best_val_loss"], ckpt["best_epoch"], ckpt["bad_epochs"], ckpt["elapsed"])
+    elif resume and ctx.is_main:
+        warnings.warn(f"{run_dir}: no {LAST} to resume from; starting a new run", stacklevel=2)
+    log = _Log(run_dir / "log.csv", list(cfg.targets)) if ctx.is_main else None
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        log.start(keep_until=state.epoch)
+
+    train_set = splits["train"]
+    if ctx.distributed:
+        sampler = DistributedSampler(train_set, ctx.world_size, ctx.rank, shuffle=True, seed=tr.seed)
+        val_set = splits["val"].subset(range(ctx.rank, len(splits["val"]), ctx.world_size))
+        ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+        net = DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+    else:
+        sampler, val_set, net = EpochSampler(len(train_set), True, tr.seed), splits["val"], model
+    train_loader = make_loader(train_set, cfg, shuffle=True, sampler=sampler)
+    val_loader = make_loader(val_set, cfg, shuffle=False)
+    deadline = t0 + (tr.max_time * 60.0 if tr.max_time is not None else math.inf)
+    elapsed0 = state.elapsed
+    stopped = "max_epochs"
+    for epoch in range(state.epoch + 1, tr.max_epochs):
+        if state.bad_epochs >= tr.early_stopping_patience:
+            stopped = "early_stopping"
+            break
+        sampler.set_epoch(epoch)
+        seed_everything(epoch_seed(tr.seed, epoch))
+        train_loss = _train_epoch(net, model, train_loader, opt, ema, cfg, ctx, epoch, deadline)
+        if ema is not None:
+            with ema.applied(model):
+                val_loss, val_metrics, _, _ = evaluate_loader(model, val_loader, ctx=ctx)
+        else:
+            val_loss, val_metrics, _, _ = evaluate_loader(model, val_loader, ctx=ctx)
+        sched.step(val_loss)
+        improved = val_loss < state.best_val_loss
+        state.epoch, state.elapsed = epoch, elapsed0 + time.monotonic() - t0
+        if improved:
+            state.best_val_loss, state.best_epoch, state.bad_epochs = val_loss, epoch, 0
+        else:
+            state.bad_epochs += 1
+        if ctx.is_main:
+            lr = opt.param_groups[0]["lr"]
+            log.append(epoch, state.elapsed, lr, train_loss, val_loss, val_metrics)
+            if tr.progress:
+                from tqdm.auto import tqdm
+
+                tqdm.write(f"epoch {epoch}: train loss {train_loss:.5g}, val loss {val_loss:.5g}, lr {lr:.3g}"
+                           + (" *" if improved else ""))
+            fields = _checkpoint_fields(cfg, model, opt, sched, ema, state, norm, epoch)
+            if improved:
+                save_checkpoint(run_dir / BEST, **fields)
+            save_checkpoint(run_dir / LAST, **fields)
+        if _callback_failed(callback, epoch, val_loss, ctx):
+            return TrainResult(state.best_val_loss, state.best_epoch, state.epoch + 1, {}, run_dir, "callback")
+        if time.monotonic() > deadline:
+            stopped = "max_time"
+            break
+    result = TrainResult(state.best_val_loss, state.best_epoch, state.epoch + 1, {}, run_dir, stopped)
+    if ctx.is_main:
+        result.metrics = _final_evaluation(cfg, model, ema, splits, ctx.device, run_dir)
+        _write_json(run_dir / "metrics.json", {"best_val_loss": result.best_val_loss, "best_epoch": result.best_epoch,
+                                               "epochs_run": result.epochs_run, "stopped": stopped, **result.metrics})
+    return result
+
+
+def _train_epoch(net, model, loader, opt, ema, cfg: Config, ctx: ddp.DistContext, epoch: int, deadline: float) -> float:
+    """One pass over the training data; returns the mean loss per structure (all ranks)."""
+    from tqdm.auto import tqdm
+
+    tr = cfg.training
+    net.train()
+    scales = {name: head.scale for name, head in model.heads.items()}
+    totals = torch.zeros(2, dtype=torch.float64, device=ctx.device)
+    bar = tqdm(total=len(loader), desc=f"epoch {epoch}", unit="batch", leave=False,
+               disable=not (tr.progress and ctx.is_main))
+    try:
+        for step, batch in enumerate(loader):
+            if step > 0 and ddp.any_rank(time.monotonic() > deadline, ctx):
+                break
+            batch = to_device(batch, ctx.device)
+            loss, _ = total_loss(net(batch), batch, cfg.targets, scales)
+            if not torch.isfinite(loss):
+                raise EtgnnError(f"training diverged at epoch {epoch}, batch {step}: loss is {loss.item()}; "
+                                 "lower training.lr or set training.grad_clip")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if tr.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tr.grad_clip)
+            opt.step()
+            if ema is not None:
+                ema.update(model)
+            n = batch[K.N_ATOMS].shape[0]
+            totals += torch.stack([loss.detach().double() * n, totals.new_tensor(float(n))])
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4g}")
+    finally:
+        bar.close()
+    ddp.all_reduce_sum(totals, ctx)
+    return float(totals[0] / totals[1].clamp(min=1))
+
+
+def _callback_failed(callback, epoch: int, val_loss: float, ctx: ddp.DistContext) -> bool:
+    """Call the callback on rank 0; if it raises, every rank stops and rank 0 re-raises."""
+    error = None
+    if callback is not None and ctx.is_main:
+        try:
+            callback(epoch, val_loss)
+        except BaseException as exc:  # noqa: BLE001 - re-raised below (optuna.TrialPruned, ...)
+            error = exc
+    stop = ddp.any_rank(error is not None, ctx)  # every rank joins, callback or not
+    if error is not None:
+        raise error
+    return stop
+
+
+def _checkpoint_fields(cfg, model, opt, sched, ema, state: _State, norm, epoch: int) -> dict:
+    return {
+        "config": config_to_dict(cfg),
+        "state_dict": ema.model_state_dict(model) if ema is not None else model.state_dict(),
+        "train_state_dict": model.state_dict() if ema is not None else None,
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "ema": ema.state_dict() if ema is not None else None,
+        "epoch": epoch,
+        "best_val_loss": state.best_val_loss,
+        "best_epoch": state.best_epoch,
+        "bad_epochs": state.bad_epochs,
+        "elapsed": state.elapsed,
+        "rng": capture_rng(cfg.training.seed, epoch + 1),
+        "normalization": norm,
+    }
+
+
+def _final_evaluation(cfg: Config, model, ema, splits, device, run_dir: Path) -> dict:
+    """Metrics and parity plots of the best model (EMA weights if enabled) on val and test."""
+    from ..data.dataset import make_loader
+    from .plots import parity_plot
+
+    if (run_dir / BEST).is_file():
+        model.load_state_dict(load_checkpoint(run_dir / BEST, map_location=device)["state_dict"])
+    elif ema is not None:
+        model.load_state_dict(ema.model_state_dict(model))
+    units = {name: t.unit for name, t in cfg.targets.items()}
+    metrics = {}
+    for split in ("val", "test"):
+        if len(splits[split]) == 0:
+            continue
+        loader = make_loader(splits[split], cfg, shuffle=False)
+        _, m, pred, ref = evaluate_loader(model, loader, ctx=ddp.DistContext(device=device), collect=True)
+        metrics[split] = m
+        parity_plot(pred, ref, run_dir / f"parity_{split}.png", m, units, title=f"{split} ({len(splits[split])} structures)")
+    return metrics
+
+
+def _result_from_files(run_dir: Path) -> TrainResult:
+    data = json.loads((run_dir / "metrics.json").read_text())
+    metrics = {k: v for k, v in data.items() if k in ("val", "test")}
+    return TrainResult(data["best_val_loss"], data["best_epoch"], data["epochs_run"], metrics, run_dir, data["stopped"])
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, default=float, allow_nan=True))
+    os.replace(tmp, path)
+
+
+class _Log:
+    """``log.csv``: one row per completed epoch."""
+
+    def __init__(self, path: Path, targets: list[str]):
+        self.path = path
+        self.targets = targets
+        self.header = ["epoch", "time_s", "lr", "train_loss", "val_loss"] + [
+            f"val_{t}_{m}" for t in targets for m in METRIC_NAMES]
+
+    def start(self, keep_until: int) -> None:
+        """Keep the rows of epochs <= ``keep_until`` (those a resumed checkpoint covers)."""
+        rows = []
+        if keep_until >= 0 and self.path.is_file():
+            with open(self.path, newline="") as fh:
+                rows = [r for r in csv.reader(fh)][1:]
+            rows = [r for r in rows if r and int(r[0]) <= keep_until]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "w", newline="") as fh:
+            csv.writer(fh).writerows([self.header] + rows)
+
+    def append(self, epoch, time_s, lr, train_loss, val_loss, metrics) -> None:
+        row = [epoch, f"{time_s:.3f}", f"{lr:.6g}", f"{train_loss:.8g}", f"{val_loss:.8g}"] + [
+            f"{metrics[t][m]:.8g}" for t in self.targets for m in METRIC_NAMES]
+        with open(self.path, "a", newline="") as fh:
+            csv.writer(fh).writerow(row)
