@@ -17,6 +17,7 @@ row label), and pymatgen keeps that row as ``born[a, i, :]``: again the etgnn co
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import ase
@@ -89,7 +90,12 @@ def symmetry_operations(atoms: ase.Atoms, symprec: float = 1e-5):
         DataError: when spglib finds no symmetry dataset (e.g. overlapping atoms).
     """
     cell = (np.asarray(atoms.cell), atoms.get_scaled_positions(), atoms.numbers)
-    dataset = spglib.get_symmetry_dataset(cell, symprec=symprec)
+    with warnings.catch_warnings():  # spglib 2.x warns about its own error-handling switch
+        warnings.filterwarnings("ignore", message=".*OLD_ERROR_HANDLING.*", category=DeprecationWarning)
+        try:
+            dataset = spglib.get_symmetry_dataset(cell, symprec=symprec)
+        except Exception:  # spglib >= 2.5 may raise SpglibError instead of returning None
+            dataset = None
     if dataset is None:
         raise DataError(f"spglib found no symmetry for {atoms.get_chemical_formula()} (symprec={symprec})")
     return np.asarray(dataset.rotations), np.asarray(dataset.translations), np.asarray(dataset.equivalent_atoms)
