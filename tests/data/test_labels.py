@@ -117,7 +117,8 @@ def test_per_atom_voigt_rank2_is_rejected():
 
 def test_wrong_number_of_values():
     a = _atoms(2, id="mp-1", eps=np.ones(8), id_prop=np.ones(17))
-    msg = "x.xyz structure 3 (mp-1): field 'eps' has 8 values (shape (8,)), expected 9 or 6 (Voigt) (rank-2 structure tensor)"
+    msg = ("x.xyz structure 3 (mp-1): field 'eps' has 8 values (shape (8,)), expected 9 or 6 (Voigt) "
+           "(rank-2 structure tensor)")
     with pytest.raises(ShapeError, match=re.escape(msg)):
         extract_label(a, LabelSpec("eps", "structure", 2), source="x.xyz", index=3)
     msg = "field 'id_prop' has 17 values for 2 atoms, expected 2 x 9 = 18 (rank-2 tensor per atom)"
@@ -134,7 +135,8 @@ def test_per_atom_array_of_wrong_length():
 def test_missing_key_lists_available_and_suggests():
     a = _atoms(2, REF_polarisability=np.eye(3), eps=np.eye(3))
     a.arrays["REF_becs"] = np.ones((2, 9))
-    msg = "<memory> structure 0: field 'REF_bec' not found; available: REF_becs, REF_polarisability, eps; did you mean 'REF_becs'?"
+    msg = ("<memory> structure 0: field 'REF_bec' not found; available: REF_becs, REF_polarisability, eps; "
+           "did you mean 'REF_becs'?")
     with pytest.raises(DataError, match=re.escape(msg)):
         extract_label(a, LabelSpec("REF_bec", "atom", 2))
 

@@ -118,7 +118,8 @@ def test_id_prop_folder_with_poscar_and_cif(tmp_path):
 
 def test_id_prop_missing_structure_file(tmp_path):
     (tmp_path / "id_prop.csv").write_text("ghost,1.0\n")
-    with pytest.raises(DataError, match=r"id_prop\.csv line 1: no structure file for id 'ghost' in .* \(tried ghost\.cif"):
+    msg = r"id_prop\.csv line 1: no structure file for id 'ghost' in .* \(tried ghost\.cif"
+    with pytest.raises(DataError, match=msg):
         read_structures(tmp_path)
 
 
@@ -135,7 +136,8 @@ def test_json_records_flatten_nested_keys(tmp_path):
 
     s = Structure(Lattice.cubic(5.43), ["Si", "Si"], [[0, 0, 0], [0.25, 0.25, 0.25]])
     forces = [[0.1, 0.0, 0.0], [-0.1, 0.0, 0.0]]
-    rec = {"structure": s.as_dict(), "group": "bulk", "outputs": {"energy": -10.8, "forces": forces, "virial_stress": [1, 2, 3, 4, 5, 6]}}
+    outputs = {"energy": -10.8, "forces": forces, "virial_stress": [1, 2, 3, 4, 5, 6]}
+    rec = {"structure": s.as_dict(), "group": "bulk", "outputs": outputs, "positions": [[9, 9, 9], [9, 9, 9]]}
     (tmp_path / "r.json").write_text(json.dumps([rec, rec]))
 
     frames = read_structures(tmp_path / "r.json")
@@ -146,11 +148,14 @@ def test_json_records_flatten_nested_keys(tmp_path):
     np.testing.assert_allclose(a.info["outputs.virial_stress"], [1, 2, 3, 4, 5, 6])
     assert a.info["group"] == "bulk"
     np.testing.assert_allclose(a.cell.array, np.eye(3) * 5.43)
+    np.testing.assert_allclose(a.positions[1], [5.43 / 4] * 3)  # a 'positions' record key goes to info
+    np.testing.assert_allclose(a.info["positions"], 9.0)
 
 
 def test_json_record_without_structure(tmp_path):
     (tmp_path / "r.json").write_text(json.dumps([{"outputs": {}}]))
-    with pytest.raises(DataError, match=re.escape("r.json structure 0: record has no 'structure' key (got ['outputs'])")):
+    msg = "r.json structure 0: record has no 'structure' key (got ['outputs'])"
+    with pytest.raises(DataError, match=re.escape(msg)):
         read_structures(tmp_path / "r.json")
 
 
@@ -268,7 +273,8 @@ def test_born_headers_and_explicit_cell(born_dir):
 
 
 def test_born_without_unit_cell(born_dir):
-    with pytest.raises(DataError, match=re.escape("no unit cell beside this BORN file (looked for SiO2-CP2K-xyz.POSCAR-unitcell)")):
+    msg = "no unit cell beside this BORN file (looked for SiO2-CP2K-xyz.POSCAR-unitcell)"
+    with pytest.raises(DataError, match=re.escape(msg)):
         read_structures(born_dir / "SiO2-CP2K-xyz.BORN")
 
 
@@ -283,10 +289,12 @@ def test_born_wrong_number_of_tensors(tmp_path):
 
 def test_born_bad_lines(tmp_path):
     (tmp_path / "BORN").write_text("2 0 0 0 2 0 0 0 2\n1 0 0 0 1 0 0 0 1\n")
-    with pytest.raises(DataError, match="BORN line 1: the first line must be the unit factor or a comment, got 9 numbers"):
+    msg = "BORN line 1: the first line must be the unit factor or a comment, got 9 numbers"
+    with pytest.raises(DataError, match=msg):
         parse_born_file(tmp_path / "BORN")
     (tmp_path / "BORN").write_text("14.4\n2 0 0 0 2 0 0 0 2\n1 0 0 0 1 0\n")
-    with pytest.raises(DataError, match=re.escape("BORN line 3: expected 9 numbers (a 3x3 tensor, row-major), got '1 0 0 0 1 0'")):
+    msg = "BORN line 3: expected 9 numbers (a 3x3 tensor, row-major), got '1 0 0 0 1 0'"
+    with pytest.raises(DataError, match=re.escape(msg)):
         parse_born_file(tmp_path / "BORN")
 
 
@@ -299,7 +307,8 @@ def test_expand_born_one_tensor_per_atom_is_kept():
 def test_unknown_format_lists_known_ones(tmp_path):
     (tmp_path / "a.xyz").write_text("1\n\nH 0 0 0\n")
     known = ", ".join(sorted(FORMATS))
-    with pytest.raises(DataError, match=re.escape(f"unknown format 'exyz'; known formats: {known}; did you mean 'extxyz'?")):
+    msg = f"unknown format 'exyz'; known formats: {known}; did you mean 'extxyz'?"
+    with pytest.raises(DataError, match=re.escape(msg)):
         read_structures(tmp_path / "a.xyz", format="exyz")
 
 

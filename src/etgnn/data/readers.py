@@ -128,7 +128,7 @@ def _place(atoms: ase.Atoms, key: str, value) -> None:
             arr = np.asarray(value, dtype=float)
         except (TypeError, ValueError):
             arr = None
-    if arr is not None and arr.ndim >= 2 and arr.shape[0] == len(atoms):
+    if arr is not None and arr.ndim >= 2 and arr.shape[0] == len(atoms) and key not in ("numbers", "positions"):
         atoms.set_array(key, arr)
     else:
         atoms.info[key] = arr if arr is not None else value
@@ -337,7 +337,8 @@ def read_vasp_outcar(path, structure_path=None) -> ase.Atoms:
         if born.ndim != 3 or len(born) % n:
             raise DataError(f"{path}: {len(born)} Born tensors do not fit the {n} atoms of the structure")
         atoms.set_array(BORN_CHARGES, born[-n:])
-    names = {"eps": DIELECTRIC, "eps_ionic": DIELECTRIC_IONIC, "piezo": PIEZOELECTRIC, "piezo_ionic": PIEZOELECTRIC_IONIC}
+    names = {"eps": DIELECTRIC, "eps_ionic": DIELECTRIC_IONIC, "piezo": PIEZOELECTRIC,
+             "piezo_ionic": PIEZOELECTRIC_IONIC}
     for short, key in names.items():
         if short in tensors:
             atoms.info[key] = tensors[short]
