@@ -1,6 +1,6 @@
 """Tiny synthetic data and configs for the training tests.
 
-Labels come from exactly equivariant functions of the geometry, so a small model can learn them:
+Helpers reach tests as fixtures (``config``, ``data_file``, ``make_molecules``).  Labels come from exactly equivariant functions of the geometry, so a small model can learn them:
 per-atom vectors ``v_i = sum_j (r_j - r_i) exp(-|r_ij|)`` and per-structure symmetric dyads
 ``D = I + mean_i sum_j e_ij (x) e_ij exp(-|r_ij|)``.
 """
@@ -12,6 +12,7 @@ from pathlib import Path
 import ase.io
 import numpy as np
 import pytest
+import torch
 from ase import Atoms
 
 TINY_MODEL = {"hidden_channels": 16, "triplet_channels": 8, "num_blocks": 1, "int_emb_size": 8,
@@ -53,8 +54,30 @@ def tiny_config(tmp_path: Path, data: Path, **training) -> dict:
     }
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from intra-op threads; one thread avoids oversubscribing CI."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def data_file(tmp_path_factory) -> Path:
+    """40 labelled molecules in an extxyz file (shared by the tests; read only)."""
     path = tmp_path_factory.mktemp("data") / "mols.extxyz"
     ase.io.write(path, make_molecules(40), format="extxyz")
     return path
+
+
+@pytest.fixture
+def config(tmp_path, data_file):
+    """Factory ``config(**training) -> dict`` of :func:`tiny_config` on :func:`data_file`."""
+    return lambda **training: tiny_config(tmp_path, data_file, **training)
+
+
+@pytest.fixture(name="make_molecules")
+def _make_molecules_fixture():
+    """:func:`make_molecules`: random labelled molecules."""
+    return make_molecules

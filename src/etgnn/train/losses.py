@@ -7,7 +7,7 @@ the row count gives exactly the data-set mean (used for validation, also across 
 
 The paper's Euclidean loss is the mean Frobenius (vector) norm of the error tensor: invariant under
 any rotation ``R`` applied to both tensors (``T -> R.T.R^T`` keeps the Frobenius norm).  Norms are
-"safe": ``sqrt(|x|^2 + eps^2) - eps``, zero at zero error with a finite (zero) gradient there.
+"safe": exact, zero at zero error, with a finite (zero) gradient there.
 
 Reference: ETGNN, Zhong et al., "Edge-based Tensor prediction via graph neural networks".
 
@@ -28,22 +28,25 @@ from ..nn.scatter import scatter_sum
 
 __all__ = ["mse", "mae", "euclidean", "cosine", "sum_rule_penalty", "safe_norm", "LOSSES", "total_loss"]
 
-#: Regulariser of :func:`safe_norm` (in normalised units, i.e. after division by the head scale).
-SAFE_NORM_EPS = 1e-6
+#: Lower bound of the norm product in the denominator of :func:`cosine` (normalised units).
+COSINE_EPS = 1e-8
 
 
-def safe_norm(x: Tensor, eps: float = SAFE_NORM_EPS) -> Tensor:
-    """Euclidean norm over all axes but the first, with a finite gradient at zero.
+def safe_norm(x: Tensor) -> Tensor:
+    """Euclidean norm over all axes but the first, exact, with a finite gradient at zero.
+
+    The double-``where`` trick keeps ``sqrt`` away from 0, so the gradient of a zero row is 0
+    instead of NaN; elsewhere it is the usual unit vector ``x / |x|`` (bounded).
 
     Args:
         x: (n, ...) float.
-        eps: regulariser; the result is ``sqrt(sum x^2 + eps^2) - eps``.
 
     Returns:
         (n,) float, zero exactly where the row is zero.
     """
     sq = x.reshape(x.shape[0], -1).square().sum(dim=1)
-    return torch.sqrt(sq + eps * eps) - eps
+    nonzero = sq > 0
+    return torch.where(nonzero, torch.sqrt(torch.where(nonzero, sq, torch.ones_like(sq))), torch.zeros_like(sq))
 
 
 def _reduce(per_row: Tensor, reduction: str) -> Tensor:
@@ -105,7 +108,7 @@ def cosine(pred: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
         scalar or (n,) in [0, 2].
     """
     p, t = _flat(pred), _flat(target)
-    cos = (p * t).sum(dim=1) / ((safe_norm(p) + SAFE_NORM_EPS) * (safe_norm(t) + SAFE_NORM_EPS))
+    cos = (p * t).sum(dim=1) / (safe_norm(p) * safe_norm(t)).clamp(min=COSINE_EPS)
     return _reduce(1.0 - cos, reduction)
 
 

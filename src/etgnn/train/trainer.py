@@ -48,6 +48,9 @@ __all__ = ["TrainResult", "train"]
 #: training settings that may change when a run is resumed (anything else must match)
 _RESUMABLE_CHANGES = {"data": {"cache_dir", "num_workers"}}
 _CHECKED_SECTIONS = ("model", "targets", "data")
+#: an epoch resets the early-stopping counter only if it lowers the best validation loss by this
+#: relative amount (the default threshold of ReduceLROnPlateau); any lower loss updates best.ckpt
+MIN_REL_IMPROVEMENT = 1e-4
 
 
 @dataclass
@@ -223,15 +226,15 @@ def _run(cfg: Config, ctx: ddp.DistContext, resume: bool, callback) -> TrainResu
                 val_loss, val_metrics, _, _ = evaluate_loader(model, val_loader, ctx=ctx)
         else:
             val_loss, val_metrics, _, _ = evaluate_loader(model, val_loader, ctx=ctx)
+        lr = opt.param_groups[0]["lr"]  # the rate used in this epoch
         sched.step(val_loss)
         improved = val_loss < state.best_val_loss
+        significant = val_loss < state.best_val_loss * (1.0 - MIN_REL_IMPROVEMENT)
         state.epoch, state.elapsed = epoch, elapsed0 + time.monotonic() - t0
+        state.bad_epochs = 0 if significant else state.bad_epochs + 1
         if improved:
-            state.best_val_loss, state.best_epoch, state.bad_epochs = val_loss, epoch, 0
-        else:
-            state.bad_epochs += 1
+            state.best_val_loss, state.best_epoch = val_loss, epoch
         if ctx.is_main:
-            lr = opt.param_groups[0]["lr"]
             log.append(epoch, state.elapsed, lr, train_loss, val_loss, val_metrics)
             if tr.progress:
                 from tqdm.auto import tqdm
