@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 __all__ = ["add_parser"]
@@ -75,6 +76,8 @@ def _train(args) -> int:
 
     cfg = load_config(args.config, args.overrides)
     result = train(cfg, resume=args.resume)
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports
+        return 0
     print(f"run directory: {result.run_dir}")
     print(f"stopped: {result.stopped} after {result.epochs_run} epochs; best epoch {result.best_epoch}, "
           f"val loss {result.best_val_loss:.5g}")

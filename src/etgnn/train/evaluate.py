@@ -165,9 +165,9 @@ def predict_file(model, input_path, output_path, *, batch_size: int = 32, format
     Returns:
         number of structures written.
     """
-    import ase.io
     from tqdm.auto import tqdm
 
+    model.eval()
     output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     levels = {name: head.level for name, head in model.heads.items()}
