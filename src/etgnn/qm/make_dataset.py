@@ -316,7 +316,8 @@ def add_parser(subparsers):
     p = subparsers.add_parser(
         "make-dataset",
         help="label sampled small molecules with PySCF (needs pip install 'etgnn[qm]')",
-        description=__doc__.split("\n\n")[0],
+        description="Label sampled small molecules (energy, forces, dipole, polarizability, "
+        "atomic polar tensors) with PySCF and write extended XYZ; an existing output is resumed.",
     )
     p.add_argument("-o", "--output", default="molecules.extxyz",
                    help="extxyz output; resumed if it exists (default: %(default)s)")
