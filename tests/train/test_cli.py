@@ -84,3 +84,28 @@ def test_predict_help_documents_fields(capsys):
         main(["predict", "--help"])
     text = capsys.readouterr().out
     assert "row-major" in text and "3**M" in text
+
+
+
+def test_predict_field_shapes_for_every_kind(tmp_path, make_molecules):
+    """Ranks 0-3, per-atom and per-structure, from a model saved with ETGNN.save (no training)."""
+    targets = {"q": {"key": "q", "level": "atom", "rank": 0},
+               "z": {"key": "z", "level": "atom", "rank": 2},
+               "energy": {"key": "energy", "level": "structure", "rank": 0, "reduce": "sum"},
+               "beta": {"key": "beta", "level": "structure", "rank": 3}}
+    model = etgnn.build_model({"model": {"hidden_channels": 16, "triplet_channels": 8, "num_blocks": 1},
+                               "targets": targets})
+    model.save(tmp_path / "model.pt")
+    structures = make_molecules(3, seed=5)
+    ase.io.write(tmp_path / "in.xyz", structures, format="extxyz")
+    out = tmp_path / "out.extxyz"
+    assert main(["predict", str(tmp_path / "model.pt"), str(tmp_path / "in.xyz"), "-o", str(out), "--no-progress"]) == 0
+    expected = model.predict(structures)
+    for atoms, exp in zip(ase.io.read(out, ":"), expected):
+        n = len(atoms)
+        assert atoms.arrays["q"].shape == (n,) and np.allclose(atoms.arrays["q"], exp["q"], atol=1e-6)
+        assert atoms.arrays["z"].shape == (n, 9)
+        assert np.allclose(atoms.arrays["z"], exp["z"].reshape(n, 9), atol=1e-6)  # row-major
+        energy = atoms.calc.results["energy"] if "energy" not in atoms.info else atoms.info["energy"]
+        assert np.isclose(energy, exp["energy"], atol=1e-6)
+        assert np.allclose(np.reshape(atoms.info["beta"], (3, 3, 3)), exp["beta"], atol=1e-6)

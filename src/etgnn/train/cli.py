@@ -9,6 +9,16 @@ from pathlib import Path
 
 __all__ = ["add_parser"]
 
+_TRAIN_HELP = """\
+Train a model; overrides like training.lr=3e-4 are applied to CONFIG. The run directory (run_dir)
+receives config.yaml, best.ckpt, last.ckpt, log.csv, metrics.json and parity plots; --resume
+continues from last.ckpt and replays exactly what an uninterrupted run would have done.
+
+Several processes: training.strategy=ddp training.devices=N spawns N processes on this machine;
+for several nodes start one process per device with torchrun, e.g.
+  torchrun --nnodes 2 --nproc-per-node 4 --rdzv-endpoint HOST:PORT -m etgnn.cli train CONFIG
+"""
+
 _PREDICT_HELP = """\
 Predict every target for the structures of INPUT and write them, with the predictions, to
 OUTPUT (extended XYZ), streaming long trajectories in chunks of --batch-size structures.
@@ -24,8 +34,8 @@ A prediction replaces an existing field of the same name.
 
 def add_parser(subparsers) -> None:
     """Register the ``train``, ``evaluate`` and ``predict`` subcommands."""
-    p = subparsers.add_parser("train", help="train a model from a YAML config",
-                              description="Train a model; overrides like training.lr=3e-4 are applied to CONFIG.")
+    p = subparsers.add_parser("train", help="train a model from a YAML config", description=_TRAIN_HELP,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", metavar="CONFIG", help="YAML config file")
     p.add_argument("overrides", metavar="KEY=VALUE", nargs="*", help="dotted config overrides, e.g. training.max_epochs=10")
     p.add_argument("--resume", action="store_true", help="continue the run in run_dir from last.ckpt")
