@@ -40,7 +40,21 @@ __all__ = [
     "label_specs",
     "graph_settings",
     "fit_normalization",
+    "resolve_data_path",
 ]
+
+#: prefix of paths to data shipped inside the package, e.g. ``etgnn:examples_data/molecules.extxyz``
+PACKAGE_PREFIX = "etgnn:"
+
+
+def resolve_data_path(path) -> Path:
+    """Turn ``etgnn:<relative path>`` into the path of a file shipped with etgnn; else ``Path(path)``."""
+    text = str(path)
+    if text.startswith(PACKAGE_PREFIX):
+        from importlib.resources import files
+
+        return Path(str(files("etgnn").joinpath(text[len(PACKAGE_PREFIX):])))
+    return Path(path)
 
 #: bump when the cached graph layout changes
 CACHE_FORMAT = 1
@@ -154,7 +168,7 @@ def load_structures_dataset(path, config: Config, *, progress: bool = True, form
     from .labels import extract_label
     from .readers import read_structures
 
-    path = Path(path)
+    path = resolve_data_path(path)
     if not path.exists():
         raise DataError(f"data file {path} does not exist")
     fmt = format or config.data.format
