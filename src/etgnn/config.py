@@ -85,7 +85,8 @@ class TargetConfig:
     rank: int = 0
     reduce: str = "mean"  #: structure targets: mean (intensive) or sum (extensive) over atoms
     symmetry: Optional[str] = None  #: index symmetry formula, e.g. "ij=ji", "ijk=ikj"
-    sum_rule: bool = False  #: per-atom targets: tensors of a structure sum to zero
+    sum_rule: bool = False  #: per-atom targets: tensors of a structure sum to zero (exact projection)
+    sum_rule_weight: float = 0.0  #: per-atom targets: weight of a soft sum-to-zero loss term instead
     isotropic: bool = True  #: zero-body isotropic terms (s * delta_ab, ...)
     two_body: bool = True
     three_body: bool = True
@@ -240,6 +241,8 @@ def _validate(cfg: Config) -> None:
                 parse_symmetry(t.symmetry, t.rank)
             except Exception as exc:
                 raise ConfigError(f"{where}.symmetry: {exc}") from None
+        if t.sum_rule_weight < 0 or (t.sum_rule_weight > 0 and t.level != "atom"):
+            raise ConfigError(f"{where}.sum_rule_weight must be >= 0 and needs level: atom")
         if t.weight < 0:
             raise ConfigError(f"{where}.weight must be >= 0, got {t.weight}")
     tr = cfg.training

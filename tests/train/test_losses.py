@@ -112,3 +112,22 @@ def test_total_loss_normalises_and_weights():
     total2, parts2 = losses.total_loss(scaled_out, scaled_lab, targets, {"a": torch.tensor(100.0), "b": one["b"]})
     assert float(total2) == pytest.approx(float(total), rel=1e-12)
     assert set(parts2) == {"a", "b"}
+
+
+def test_sum_rule_weight_adds_soft_penalty():
+    import etgnn
+
+    cfg = etgnn.load_config({"targets": {"b": {"key": "b", "level": "atom", "rank": 2, "sum_rule_weight": 0.5}}})
+    out = {"b": torch.ones(3, 3, 3)}
+    batch = {"b": torch.ones(3, 3, 3), "_batch": torch.tensor([0, 0, 1]), "_n_atoms": torch.tensor([2, 1])}
+    total, parts = losses.total_loss(out, batch, cfg.targets, {"b": torch.tensor(1.0)})
+    # structure sums: 2*ones (norm 6) and ones (norm 3): mean 4.5, times the weight 0.5
+    assert parts["b_sum_rule"].item() == pytest.approx(4.5)
+    assert total.item() == pytest.approx(2.25)
+
+
+def test_sum_rule_weight_needs_atom_level():
+    import etgnn
+
+    with pytest.raises(etgnn.ConfigError, match="sum_rule_weight"):
+        etgnn.load_config({"targets": {"e": {"key": "e", "rank": 2, "sum_rule_weight": 1.0}}})

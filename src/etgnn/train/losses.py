@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import Tensor
 
+from ..data import keys as K
 from ..nn.scatter import scatter_sum
 
 __all__ = ["mse", "mae", "euclidean", "cosine", "sum_rule_penalty", "safe_norm", "LOSSES", "total_loss"]
@@ -141,7 +142,9 @@ def total_loss(
     """Weighted sum over targets of each target's loss on normalised values.
 
     Prediction and label are divided by the head's ``scale`` first, so targets in different units
-    can be mixed; the weights are ``TargetConfig.weight``.
+    can be mixed; the weights are ``TargetConfig.weight``.  A per-atom target with
+    ``sum_rule_weight > 0`` adds that weight times :func:`sum_rule_penalty` of its (normalised)
+    prediction, a soft alternative to the exact ``sum_rule`` projection.
 
     Args:
         outputs: ``{target: (n, 3, ..., 3)}`` model predictions.
@@ -159,7 +162,13 @@ def total_loss(
         scale = scales[name].to(outputs[name].dtype)
         value = LOSSES[t.loss](outputs[name] / scale, batch[name] / scale, reduction=reduction)
         parts[name] = value
-        total = t.weight * value if total is None else total + t.weight * value
+        weighted = t.weight * value
+        if getattr(t, "sum_rule_weight", 0.0) > 0:
+            penalty = sum_rule_penalty(outputs[name] / scale, batch[K.BATCH], int(batch[K.N_ATOMS].shape[0]),
+                                       reduction=reduction)
+            parts[f"{name}_sum_rule"] = penalty
+            weighted = weighted + t.sum_rule_weight * penalty
+        total = weighted if total is None else total + weighted
     if total is None:
         raise ValueError("total_loss needs at least one target")
     return total, parts
