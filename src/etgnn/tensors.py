@@ -165,12 +165,19 @@ def rotate(t, r, rank: int):
     ``t'_{a b ...} = r_{a a'} r_{b b'} ... t_{a' b' ...}``; leading batch axes are kept.  Works on
     numpy arrays and torch tensors.  With ``det(r) = -1`` this is the polar-tensor transformation
     (a rank-``M`` tensor gains ``(-1)^M`` under inversion).
+
+    >>> rotate(torch.tensor([1.0, 0.0, 0.0]), torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]), 1)
+    tensor([0., 1., 0.])
     """
-    lib = torch if isinstance(t, Tensor) else np
     out = t
     lead = t.ndim - rank
+    if isinstance(t, Tensor):  # torch.tensordot names its argument dims, numpy's axes
+        r = torch.as_tensor(r, dtype=t.dtype, device=t.device)
+        for k in range(rank):
+            out = torch.moveaxis(torch.tensordot(out, r, dims=([lead + k], [1])), -1, lead + k)
+        return out
     for k in range(rank):
-        out = lib.moveaxis(lib.tensordot(out, r, axes=([lead + k], [1])), -1, lead + k)
+        out = np.moveaxis(np.tensordot(out, r, axes=([lead + k], [1])), -1, lead + k)
     return out
 
 
