@@ -174,18 +174,20 @@ def load_structures_dataset(path, config: Config, *, progress: bool = True, form
     fmt = format or config.data.format
     specs = label_specs(config)
     settings = graph_settings(config)
-    cache = None
+    cache_path = None
     if config.data.cache_dir:
         key = hashlib.sha256(json.dumps({
             "content": _content_digest(path), "format": fmt, "settings": settings,
             "labels": {n: repr(s) for n, s in specs.items()}, "cache_format": CACHE_FORMAT,
             "max_structures": config.data.max_structures,
         }, sort_keys=True).encode()).hexdigest()[:24]
-        cache = _Cache(Path(config.data.cache_dir) / f"{path.name}-{key}.sqlite")
-        if cache.complete() is not None:
-            rows = cache.read()
+        cache_path = Path(config.data.cache_dir) / f"{path.name}-{key}.sqlite"
+        if cache_path.exists():
+            cache = _Cache(cache_path)
+            rows = cache.read() if cache.complete() is not None else None
             cache.close()
-            return _finish(rows, config, path)
+            if rows is not None:
+                return _finish(rows, config, path)
     structures = read_structures(path, format=fmt)
     if config.data.max_structures is not None:
         structures = structures[: config.data.max_structures]
@@ -197,8 +199,9 @@ def load_structures_dataset(path, config: Config, *, progress: bool = True, form
     graphs = _build_graphs(structures, settings, str(path), config.data.num_workers, progress)
     ids = [str(a.info.get("id", f"{path.name}:{i}")) for i, a in enumerate(structures)]
     rows = list(zip(graphs, labels, ids))
-    if cache is not None:
-        cache.write(rows)
+    if cache_path is not None:
+        cache = _Cache(cache_path)
+        cache.write(rows)  # one transaction: a killed write leaves no complete marker
         cache.close()
     return _finish(rows, config, path)
 
