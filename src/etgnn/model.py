@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from .data import keys as K
 from .data.batch import collate, to_device
 from .data.graph import build_graph
 from .errors import DataError, EtgnnError
-from .nn.backbone import Backbone
+from .nn.backbone import MAX_Z, Backbone
 from .nn.heads import Geometry, TensorHead
 
 __all__ = ["ETGNN", "build_model", "load_model"]
@@ -61,6 +62,9 @@ class ETGNN(nn.Module):
             )
             for name, t in config.targets.items()
         })
+        #: elements present in the training data (set by etgnn.train.normalization); all False
+        #: for an untrained model, which then accepts any element
+        self.register_buffer("elements_seen", torch.zeros(MAX_Z + 1, dtype=torch.bool))
 
     @property
     def dtype(self) -> torch.dtype:
@@ -136,6 +140,7 @@ class ETGNN(nn.Module):
     @torch.no_grad()
     def predict_graphs(self, graphs: Sequence[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
         """Like :meth:`predict` for graphs already built by :meth:`graph`."""
+        self._check_elements(graphs)
         batch = to_device(collate(graphs, dtype=self.dtype), self.device)
         out = self(batch)
         n_atoms = batch[K.N_ATOMS].cpu().numpy()
@@ -150,6 +155,20 @@ class ETGNN(nn.Module):
                     raise EtgnnError(f"structure {g}: prediction of {name!r} is not finite")
             split.append(item)
         return split
+
+    def _check_elements(self, graphs: Sequence[dict[str, np.ndarray]]) -> None:
+        """Warn when a structure holds an element the model was never trained on."""
+        seen = self.elements_seen.cpu().numpy()
+        if not seen.any():
+            return
+        for k, g in enumerate(graphs):
+            unseen = np.unique(g[K.NUMBERS][~seen[g[K.NUMBERS]]])
+            if unseen.size:
+                from ase.data import chemical_symbols
+
+                names = ", ".join(chemical_symbols[z] for z in unseen)
+                warnings.warn(f"structure {k} of this batch contains element(s) {names} absent from the "
+                              "training data: its predictions are extrapolations", stacklevel=3)
 
     # ------------------------------------------------------------------ persistence
     def checkpoint(self) -> dict:
@@ -219,5 +238,7 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         raise DataError(f"{path} is not an etgnn model file (no 'config' entry)")
     state = ckpt.get("model_state", ckpt.get("state_dict"))
     model = build_model(ckpt["config"])
+    state = dict(state)
+    state.setdefault("elements_seen", model.elements_seen)  # files written before etgnn 0.1.0 final
     model.load_state_dict(state)
     return model.to(map_location)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -78,3 +80,15 @@ def test_untrained_prediction_equals_fitted_shift_when_raw_output_is_zero():
     n_trip = sum(g["_triplet_a"].shape[0] for g in ds.graphs)
     assert model.heads["bec"].edge_norm.item() == pytest.approx(n_atoms / n_edges)
     assert model.heads["bec"].triplet_norm.item() == pytest.approx(n_atoms / n_trip)
+
+
+def test_prediction_on_an_element_absent_from_training_warns():
+    ds = _dataset(np.random.default_rng(3))
+    model = _model()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.predict(Atoms("LiF", positions=[[0, 0, 0], [1.6, 0, 0]]))  # untrained: no warning
+    fit_normalization(model, ds)
+    assert model.elements_seen[[1, 8]].all() and int(model.elements_seen.sum()) == 2
+    with pytest.warns(UserWarning, match="element\\(s\\) Li, F absent from the training data"):
+        model.predict(Atoms("LiF", positions=[[0, 0, 0], [1.6, 0, 0]]))

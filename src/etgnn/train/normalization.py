@@ -42,6 +42,9 @@ def fit_normalization(model, train, ridge: float = 1e-6) -> dict:
     trip_per_atom = max(n_trip / max(n_atoms, 1), 1.0)
     numbers = [g[K.NUMBERS] for g in train.graphs]
     stats: dict = {"edges_per_atom": edges_per_atom, "triplets_per_atom": trip_per_atom}
+    if hasattr(model, "elements_seen"):
+        model.elements_seen.zero_()
+        model.elements_seen[torch.as_tensor(np.unique(np.concatenate(numbers)))] = True
     for name, head in model.heads.items():
         size = 3**head.rank
         basis = head.iso_basis.detach().cpu().double().numpy()
