@@ -8,7 +8,8 @@ Cost control (see ``benchmarks/``): triplets exist only for edges shorter than
 gathered onto triplets, so the per-triplet work is gathers, element-wise products and one
 ``triplet_channels x triplet_channels`` map per block.  The edge maps that only feed triplets
 (the angular message and the triplet gate) are applied only to the edges that belong to a
-triplet, typically a third to a half of the edges of the 6 Angstrom graph.
+triplet, typically a third to a half of the edges of the 6 Angstrom graph.  Gathers use
+``index_select`` (several times faster than advanced indexing on CPU, same values).
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ class _Embedding(nn.Module):
     def forward(self, numbers: Tensor, rbf: Tensor, i: Tensor, j: Tensor) -> Tensor:
         x = self.emb(numbers)
         # the linear map of concat([x_i, x_j, rbf]) split so that atom work is done per atom
-        return self.act(self.lin_centre(x)[i] + self.lin_neigh(x)[j] + self.lin_edge(self.act(self.lin_rbf(rbf))))
+        return self.act(self.lin_centre(x).index_select(0, i) + self.lin_neigh(x).index_select(0, j)
+                        + self.lin_edge(self.act(self.lin_rbf(rbf))))
 
 
 class _Interaction(nn.Module):
@@ -102,10 +104,10 @@ class _Interaction(nn.Module):
         """
         act = self.act
         x_self = act(self.lin_self(m))
-        m_sel = m if sel is None else m[sel]
+        m_sel = m if sel is None else m.index_select(0, sel)
         x_nb = act(self.lin_nb(m_sel)) * self.lin_rbf(rbf)
         x_nb = act(self.lin_down(x_nb))  # (n_sel, int_emb), per edge
-        msg = x_nb[tb] * (self.lin_sbf(sbf) + self.lin_trip_msg(t))  # (n_triplets, int_emb)
+        msg = x_nb.index_select(0, tb) * (self.lin_sbf(sbf) + self.lin_trip_msg(t))  # (n_triplets, int_emb)
         up = act(self.lin_up(scatter_sum(msg, ta, m_sel.shape[0])))
         # an edge outside every triplet aggregates nothing, and act(lin_up(0)) = act(0) = 0
         # (lin_up has no bias; Backbone only passes ``sel`` when act(0) = 0)
@@ -113,8 +115,8 @@ class _Interaction(nn.Module):
         h = act(self.lin_mid(self.before(h))) + m
         m_new = self.after(h)
         # triplet features see both (updated) edges; the edge maps are applied per edge
-        m_sel = m_new if sel is None else m_new[sel]
-        gate = self.lin_ta(m_sel)[ta] + self.lin_tb(m_sel)[tb]
+        m_sel = m_new if sel is None else m_new.index_select(0, sel)
+        gate = self.lin_ta(m_sel).index_select(0, ta) + self.lin_tb(m_sel).index_select(0, tb)
         t_new = t + act(self.lin_tt(t * gate))
         return m_new, t_new
 
@@ -192,9 +194,10 @@ class Backbone(nn.Module):
         i, j = edge_index
         n_atoms = numbers.shape[0]
         rbf = self.rbf(dist)
-        cos = (unit[ta] * unit[tb]).sum(-1).clamp(-1.0, 1.0)
+        cos = (unit.index_select(0, ta) * unit.index_select(0, tb)).sum(-1).clamp(-1.0, 1.0)
         # angular basis: Legendre(angle at the centre) x radial basis of the partner edge
-        sbf = (legendre(cos, self.num_spherical).unsqueeze(-1) * self.trip_rbf(dist)[tb].unsqueeze(-2)).flatten(1)
+        rbf_b = self.trip_rbf(dist).index_select(0, tb)
+        sbf = (legendre(cos, self.num_spherical).unsqueeze(-1) * rbf_b.unsqueeze(-2)).flatten(1)
         m = self.embedding(numbers, rbf, i, j)
         t = self.act(self.lin_t0(sbf))
         h = self.outputs[0](m, rbf, i, n_atoms)
@@ -216,4 +219,4 @@ class Backbone(nn.Module):
         sel = used.nonzero().squeeze(1)
         local = torch.empty(n_edges, dtype=ta.dtype, device=ta.device)
         local[sel] = torch.arange(sel.shape[0], dtype=ta.dtype, device=ta.device)
-        return sel, local[ta], local[tb], rbf[sel]
+        return sel, local[ta], local[tb], rbf.index_select(0, sel)

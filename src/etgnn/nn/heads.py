@@ -94,11 +94,12 @@ class TensorHead(nn.Module):
         ta, tb = geo["ta"], geo["tb"]
         if self.trip_mlp is not None and ta.shape[0]:
             g = geo["fcut_trip"]
-            c = self.trip_mlp(feats["triplet"]) * (g[ta] * g[tb] * self.triplet_norm.to(dtype)).unsqueeze(-1)
-            ea, eb = unit[ta], unit[tb]
+            gab = g.index_select(0, ta) * g.index_select(0, tb)
+            c = self.trip_mlp(feats["triplet"]) * (gab * self.triplet_norm.to(dtype)).unsqueeze(-1)
+            ea, eb = unit.index_select(0, ta), unit.index_select(0, tb)
             term = sum(c[:, k : k + 1] * outer_product([eb if q else ea for q in pat]).reshape(ta.shape[0], -1)
                        for k, pat in enumerate(self.patterns))
-            out = out + scatter_sum(term, geo["centre"][ta], n_atoms)
+            out = out + scatter_sum(term, geo["centre"].index_select(0, ta), n_atoms)
         return out
 
     def forward(self, feats: BackboneOutput, geo: Geometry) -> Tensor:
