@@ -61,9 +61,11 @@ class _Axis:
         lo, hi = (10 ** self.lo, 10 ** self.hi) if self.log else (self.lo, self.hi)
         locator = LogLocator(subs=(1.0, 2.0, 5.0)) if self.log else MaxNLocator(5)
         ticks = [v for v in locator.tick_values(lo, hi) if lo * (1 - 1e-9) <= v <= hi * (1 + 1e-9)]
-        if len(ticks) < 2:
-            ticks = [lo, hi]
-        return [(self(v), f"{v:.3g}") for v in ticks]
+        out = [(self(v), f"{v:.3g}") for v in ticks]
+        for end in (lo, hi):  # label an end that is far from every tick
+            if all(abs(self(end) - y) > 0.1 for y, _ in out):
+                out.append((self(end), f"{end:.3g}"))
+        return out
 
 
 def parallel_coordinates(study, path: str | os.PathLike, space: Mapping[str, Any] | None = None,
@@ -145,7 +147,7 @@ def parallel_coordinates(study, path: str | os.PathLike, space: Mapping[str, Any
         ax.axvline(x, color="black", lw=1.0, zorder=3)
         for y, text in a.ticks():
             ax.text(x - 0.04, y, text, ha="right", va="center", fontsize=8, zorder=5,
-                    bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.75})
+                    bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.9})
         section = a.name.rsplit(".", 1)[0] if "." in a.name else ""
         ax.text(x, 1.07, label + (f"\n({section})" if section else ""), ha="center", va="bottom", fontsize=9)
     ax.set_xlim(-0.6, len(axes) - 0.6)

@@ -206,24 +206,31 @@ def _storage(url: str | None, study_dir: Path):
 
 
 def _check_same_space(study, space: Mapping[str, Any]) -> None:
-    """Optuna cannot change the choices of a categorical parameter within a study."""
+    """Optuna cannot change the choices, the kind or the log scale of a parameter within a study."""
     import optuna
 
+    dists = {}
     for trial in study.get_trials(deepcopy=False):
-        for path, dist in trial.distributions.items():
-            spec = space.get(path)
-            if spec is None:
-                continue
-            if isinstance(dist, optuna.distributions.CategoricalDistribution) != (not isinstance(spec, Range)) or (
-                    not isinstance(spec, Range) and tuple(dist.choices) != tuple(spec)):
-                raise ConfigError(f"study {study.study_name!r} searched {path} over {_dist_text(dist)} and this "
-                                  f"search asks for {spec if isinstance(spec, Range) else list(spec)}; keep the "
-                                  "space of a study or start a new one (--study-name / --study-dir)")
-        return  # the first trial fixes the space's distributions
+        dists.update(trial.distributions)
+    for path, dist in dists.items():
+        spec = space.get(path)
+        if spec is None:
+            continue
+        if isinstance(spec, Range):
+            kind = optuna.distributions.IntDistribution if spec.is_int else optuna.distributions.FloatDistribution
+            same = isinstance(dist, kind) and dist.log == spec.log
+        else:
+            same = isinstance(dist, optuna.distributions.CategoricalDistribution) and tuple(dist.choices) == tuple(spec)
+        if not same:
+            raise ConfigError(f"study {study.study_name!r} searched {path} over {_dist_text(dist)} and this "
+                              f"search asks for {spec if isinstance(spec, Range) else list(spec)}; keep the "
+                              "space of a study or start a new one (--study-name / --study-dir)")
 
 
 def _dist_text(dist) -> str:
-    return str(list(dist.choices)) if hasattr(dist, "choices") else f"[{dist.low:g}, {dist.high:g}]"
+    if hasattr(dist, "choices"):
+        return str(list(dist.choices))
+    return f"{'log-uniform' if dist.log else 'uniform'} [{dist.low:g}, {dist.high:g}]"
 
 
 def _n_counted(study) -> int:

@@ -144,12 +144,14 @@ def merge_space(base: Mapping[str, Any], updates: Mapping[str, Any]) -> tuple[di
             if not isinstance(path, str) or not path.strip():
                 raise ConfigError(f"search space keys are dotted config paths, got {path!r}")
             spec = _spec(path, raw)
-            space.pop(path, None)
             fixed.pop(path, None)
             if isinstance(spec, tuple) and spec and spec[0] is _FIXED:
+                space.pop(path, None)
                 fixed[path] = spec[1]
             elif spec is not None:
-                space[path] = spec
+                space[path] = spec  # an edited entry keeps its place
+            else:
+                space.pop(path, None)
     return space, fixed
 
 
