@@ -11,7 +11,6 @@ import csv
 
 import ase.io
 import numpy as np
-import optuna
 import pytest
 import torch
 import yaml
@@ -23,6 +22,8 @@ from etgnn.config import load_config
 from etgnn.errors import ConfigError, DataError, EtgnnError
 from etgnn.tune import Range, load_space_file, sweep, tune
 from etgnn.tune.space import override, parse_choice, parse_range, parse_value
+
+optuna = pytest.importorskip("optuna")  # the optional extra etgnn[tune]
 
 TINY_SPACE = {
     "model.hidden_channels": (8, 16),

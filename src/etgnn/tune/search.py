@@ -65,6 +65,16 @@ class TuneResult:
     files: list = field(default_factory=list)
 
 
+def import_optuna():
+    """Import Optuna, or explain how to install it (it is the optional extra ``etgnn[tune]``)."""
+    try:
+        import optuna
+    except ModuleNotFoundError:
+        raise ConfigError("hyperparameter search needs Optuna: pip install 'etgnn[tune]' (or pip install optuna)") \
+            from None
+    return optuna
+
+
 def default_study_dir(config: Any) -> Path:
     """``<run_dir>_tune`` of a config."""
     return Path(str(load_config(config).run_dir).rstrip("/") + "_tune")
@@ -80,7 +90,7 @@ def make_pruner(name: str = "median", startup_trials: int = 3, warmup_epochs: in
         warmup_epochs: median: epochs of every trial before it can be pruned; hyperband: the
             minimum resource (epochs).
     """
-    import optuna
+    optuna = import_optuna()
 
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=warmup_epochs)
@@ -117,7 +127,7 @@ def tune(config: Any, n_trials: int, *, study_dir: str | Path | None = None, sto
             other choices for a parameter.
         DataError: unreadable data (the trial is marked failed and the error propagates).
     """
-    import optuna
+    optuna = import_optuna()
 
     from .report import format_top_trials, write_reports
 
@@ -138,7 +148,6 @@ def tune(config: Any, n_trials: int, *, study_dir: str | Path | None = None, sto
     validate_space(base, space, fixed)
     load_config(base, budget)
     study_dir = Path(study_dir) if study_dir is not None else default_study_dir(base_cfg)
-    study_dir.mkdir(parents=True, exist_ok=True)
     if isinstance(pruner, str):
         pruner = make_pruner(pruner)
     study = optuna.create_study(storage=_storage(storage, study_dir), study_name=study_name or study_dir.name,
@@ -194,6 +203,7 @@ def _storage(url: str | None, study_dir: Path):
     if "://" not in url:
         raise ConfigError(f"storage must be a database URL such as sqlite:///study.db, "
                           f"postgresql://user:password@host/db or mysql://user:password@host/db, got {url!r}")
+    study_dir.mkdir(parents=True, exist_ok=True)
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     try:
         with warnings.catch_warnings():  # the heartbeat is "experimental" since optuna 2.9
@@ -203,6 +213,16 @@ def _storage(url: str | None, study_dir: Path):
     except ImportError as exc:
         raise ConfigError(f"storage {url.split('://')[0]}: a database driver is missing ({exc}); install it, "
                           "e.g. pip install psycopg2-binary (PostgreSQL) or pymysql (mysql+pymysql://...)") from None
+    except Exception as exc:  # noqa: BLE001 - unreachable server, bad credentials, bad URL
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"cannot open the study storage {_hide_password(url)}: {_hide_password(reason)}") from None
+
+
+def _hide_password(text: str) -> str:
+    """``scheme://user:secret@host`` -> ``scheme://user:***@host``."""
+    import re
+
+    return re.sub(r"(://[^:/@\s]+:)\S+@", r"\1***@", text)
 
 
 def _check_same_space(study, space: Mapping[str, Any]) -> None:

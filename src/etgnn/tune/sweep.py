@@ -185,13 +185,13 @@ def sweep(config: Any, param: str, values: Sequence, *, output_dir: str | Path |
         rows.append(row)
         if verbose:
             print(f"{param}={value}: {row['status']}, best validation loss {row['best_val_loss']}", flush=True)
-        plot = _write(out, rows, param)
+        plot = _write(out, rows, param, budget_cfg)
     if verbose:
         print(f"wrote {out / 'sweep.csv'}" + (f" and {plot}" if plot else ""))
     return SweepResult(param, rows, out / "sweep.csv", plot)
 
 
-def _write(out: Path, rows: list[dict], param: str) -> Path | None:
+def _write(out: Path, rows: list[dict], param: str, budget) -> Path | None:
     from .plots import sweep_plot
 
     with open(out / "sweep.csv", "w", newline="") as fh:
@@ -203,4 +203,10 @@ def _write(out: Path, rows: list[dict], param: str) -> Path | None:
         return None
     final = [r["final_val_loss"] for r in ok]
     return sweep_plot(param, [r["value"] for r in ok], [r["best_val_loss"] for r in ok],
-                      None if any(f is None for f in final) else final, out / "sweep.png")
+                      None if any(f is None for f in final) else final, out / "sweep.png",
+                      title=f"validation loss vs {param}\n(each run: {_budget_text(budget)})")
+
+
+def _budget_text(training) -> str:
+    epochs = f"at most {training.max_epochs} epochs"
+    return epochs if training.max_time is None else f"{training.max_time:g} min, {epochs}"
