@@ -297,12 +297,22 @@ def wait_for_quiet(max_load: float | None, max_wait: float) -> dict:
     return {"load": load, "waited_s": time.perf_counter() - t0, "quiet": max_load is None or load <= max_load}
 
 
-def spawn(spec: dict, timeout: float) -> dict:
-    """Run ``spec`` in a fresh Python process and return its result."""
+#: jemalloc settings for ``--preload``: keep freed pages (no decay), so that the large per-step
+#: activations do not page-fault anew every step.
+JEMALLOC_CONF = "background_thread:false,dirty_decay_ms:-1,muzzy_decay_ms:-1"
+
+
+def spawn(spec: dict, timeout: float, preload: str | None = None) -> dict:
+    """Run ``spec`` in a fresh Python process (with ``preload`` as LD_PRELOAD) and return its result."""
+    env = dict(os.environ)
+    if preload:
+        env["LD_PRELOAD"] = " ".join(x for x in (preload, env.get("LD_PRELOAD", "")) if x)
+        if "jemalloc" in Path(preload).name:
+            env.setdefault("MALLOC_CONF", JEMALLOC_CONF)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec), "--worker-out", str(out)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
         if proc.returncode != 0 or not out.exists():
             raise RuntimeError(f"worker failed (exit {proc.returncode}) for {spec}:\n{proc.stderr[-4000:]}")
         return json.loads(out.read_text())
@@ -404,6 +414,9 @@ def main(argv=None) -> int:
                    help="before each configuration wait until at most this many other threads are runnable "
                         "(default 1.0; quick: no waiting)")
     p.add_argument("--max-wait", type=float, default=120, help="longest wait for a quiet machine, seconds")
+    p.add_argument("--preload", default=None,
+                   help="memory allocator library to LD_PRELOAD in the workers, e.g. "
+                        "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 (default: the system malloc)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--worker-out", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -413,6 +426,10 @@ def main(argv=None) -> int:
         Path(args.worker_out).write_text(json.dumps(res))
         return 0
 
+    if args.preload and not Path(args.preload).is_file():
+        print(f"bench_model: --preload {args.preload} does not exist (Debian: apt-get install libjemalloc2)",
+              file=sys.stderr)
+        return 2
     data = Path(args.data)
     if not data.is_file():
         print(f"bench_model: data file {data} not found.  Pass --data PATH to an extxyz file with "
@@ -437,6 +454,9 @@ def main(argv=None) -> int:
                "paper_model": PAPER_MODEL, "targets": TARGETS,
                "settings": {"quick": q, "steps": steps, "warmup": warmup, "repeats": repeats,
                             "max_load": args.max_load, "max_wait": args.max_wait,
+                            "allocator": ({"LD_PRELOAD": args.preload, "MALLOC_CONF": os.environ.get("MALLOC_CONF", JEMALLOC_CONF)
+                                           if "jemalloc" in Path(args.preload).name else os.environ.get("MALLOC_CONF")}
+                                          if args.preload else "system malloc"),
                             "batch_size": args.batch_size, "seed": args.seed, "data": str(data)}}
     t_all = time.perf_counter()
 
@@ -463,7 +483,7 @@ def main(argv=None) -> int:
             quiet = wait_for_quiet(args.max_load, args.max_wait)
             log(f"{label} (repeat {r + 1}/{repeats}; other runnable threads {quiet['load']:.1f}, "
                 f"waited {quiet['waited_s']:.0f} s)")
-            res = spawn(spec, args.timeout)
+            res = spawn(spec, args.timeout, args.preload)
             res["pre_run"] = quiet
             runs[k].append(res)
             log(f"  train {res['train']['median_step_s']:.3f} s/step, {res['train']['atoms_per_s']:.1f} atoms/s; "
@@ -531,7 +551,9 @@ def render_markdown(res: dict) -> str:
         "processes, repeats interleaved across configurations" + (
             f", each started when at most {s['max_load']:g} other threads were runnable (or after "
             f"{s['max_wait']:.0f} s of waiting)" if s["max_load"] is not None else ""),
-        "- memory: peak RSS (`ru_maxrss`) of a fresh process per configuration, GB = 10^9 bytes",
+        "- memory: peak RSS (`ru_maxrss`) of a fresh process per configuration, GB = 10^9 bytes; allocator: "
+        + (f"`LD_PRELOAD={s['allocator']['LD_PRELOAD']}`, `MALLOC_CONF={s['allocator']['MALLOC_CONF']}`"
+           if isinstance(s.get("allocator"), dict) else "system malloc (glibc)"),
         "",
         f"## Headline: paper hyperparameters, batches of {s['batch_size']} crystals",
         "",
