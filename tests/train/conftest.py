@@ -12,7 +12,6 @@ from pathlib import Path
 import ase.io
 import numpy as np
 import pytest
-import torch
 from ase import Atoms
 
 TINY_MODEL = {"hidden_channels": 16, "triplet_channels": 8, "num_blocks": 1, "int_emb_size": 8,
@@ -55,12 +54,8 @@ def tiny_config(tmp_path: Path, data: Path, **training) -> dict:
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads; one thread avoids oversubscribing CI."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(single_thread):
+    """Tiny models gain nothing from intra-op threads (see tests/conftest.py)."""
 
 
 @pytest.fixture(scope="session")

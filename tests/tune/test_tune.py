@@ -12,7 +12,6 @@ import csv
 import ase.io
 import numpy as np
 import pytest
-import torch
 import yaml
 from ase import Atoms
 
@@ -55,11 +54,8 @@ def _molecules(n: int, seed: int = 0) -> list[Atoms]:
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(single_thread):
+    """Tiny models gain nothing from intra-op threads (see tests/conftest.py)."""
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
 import sqlite3
 import warnings
@@ -24,7 +23,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .. import __version__
 from ..config import Config
 from ..errors import DataError
 from . import keys as K
