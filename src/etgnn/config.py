@@ -36,6 +36,7 @@ __all__ = [
     "load_config",
     "apply_overrides",
     "config_to_dict",
+    "read_yaml_mapping",
     "CHOICES",
 ]
 
@@ -273,17 +274,7 @@ def load_config(source: Any, overrides: list[str] | None = None) -> Config:
     if isinstance(source, Config):
         raw = config_to_dict(source)
     elif isinstance(source, (str, Path)):
-        path = Path(source)
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-        if raw is None:
-            raw = {}
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: the config must be a mapping at top level")
+        raw = read_yaml_mapping(source, "config file")
     elif isinstance(source, dict):
         raw = source
     else:
@@ -306,6 +297,30 @@ def load_config(source: Any, overrides: list[str] | None = None) -> Config:
     )
     _validate(cfg)
     return cfg
+
+
+def read_yaml_mapping(path, what: str = "config file") -> dict:
+    """Read a YAML file whose top level is a mapping (an empty file gives ``{}``).
+
+    Args:
+        path: the file.
+        what: how errors name the file, e.g. ``"config file"`` or ``"search space file"``.
+
+    Raises:
+        ConfigError: unreadable file, invalid YAML, or a top level that is not a mapping.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {path} is not valid YAML: {exc}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{what} {path}: the top level must be a mapping, got {type(raw).__name__}")
+    return raw
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:

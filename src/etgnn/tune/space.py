@@ -39,7 +39,7 @@ from typing import Any
 
 import yaml
 
-from ..config import load_config
+from ..config import load_config, read_yaml_mapping
 from ..errors import ConfigError
 
 __all__ = ["Range", "DEFAULT_SPACE", "merge_space", "load_space_file", "parse_choice", "parse_range",
@@ -167,15 +167,7 @@ def load_space_file(path: str | Path, base: Mapping[str, Any] | None = None) -> 
         ``(space, fixed)`` as :func:`merge_space`.
     """
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read search space file {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"search space file {path} is not valid YAML: {exc}") from None
-    raw = dict(raw or {}) if isinstance(raw, (dict, type(None))) else None
-    if raw is None:
-        raise ConfigError(f"search space file {path}: expected a mapping of config path -> choices")
+    raw = dict(read_yaml_mapping(path, "search space file"))
     use_defaults = raw.pop("defaults", True)
     if not isinstance(use_defaults, bool):
         raise ConfigError(f"search space file {path}: 'defaults' must be true or false")

@@ -1,0 +1,61 @@
+"""Config parsing and validation: every bad input is a ConfigError that says what and where."""
+
+from __future__ import annotations
+
+import pytest
+
+import etgnn
+from etgnn.config import config_to_dict, load_config, read_yaml_mapping
+from etgnn.errors import ConfigError
+
+BASE = {"targets": {"bec": {"key": "becs", "level": "atom", "rank": 2}}}
+
+
+def test_defaults_are_the_papers():
+    m = load_config(BASE).model
+    assert (m.cutoff, m.triplet_cutoff, m.hidden_channels, m.num_blocks) == (6.0, 4.0, 128, 4)
+    assert (m.activation, m.cutoff_function, m.radial_basis) == ("elu", "cosine", "bessel")
+    assert load_config(BASE).data.split == (0.6, 0.2, 0.2)
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({**BASE, "modle": {}}, r"unknown key config.modle; did you mean 'model'\?"),
+    ({**BASE, "model": {"hiden_channels": 64}}, r"unknown key model.hiden_channels; did you mean 'hidden_channels'\?"),
+    ({**BASE, "model": {"activation": "gelu"}}, r"model.activation must be one of .*'elu'.*got 'gelu'"),
+    ({**BASE, "model": {"triplet_cutoff": 7.0}}, r"0 < model.triplet_cutoff <= model.cutoff"),
+    ({**BASE, "model": {"num_blocks": "four"}}, r"model.num_blocks must be an integer, got 'four'"),
+    ({"targets": {"e": {"key": "e", "rank": 2, "sum_rule": True}}}, r"targets.e.sum_rule applies to per-atom"),
+    ({"targets": {"e": {"key": "e", "rank": 3, "symmetry": "ij=ji"}}}, r"targets.e.symmetry: .*3 distinct indices"),
+    ({"targets": {"e": {"rank": 2}}}, r"targets.e is missing required key\(s\): key"),
+    ({}, r"config has no targets"),
+    ({**BASE, "data": {"split": [0.5, 0.2, 0.2]}}, r"data.split must be three non-negative fractions summing to 1"),
+])
+def test_bad_configs_raise_with_a_clear_message(raw, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(raw)
+
+
+def test_overrides_are_parsed_as_yaml_and_validated():
+    cfg = load_config(BASE, ["training.max_time=2.5", "data.train=x.xyz", "model.max_neighbors=null"])
+    assert cfg.training.max_time == 2.5 and cfg.data.train == "x.xyz" and cfg.model.max_neighbors is None
+    with pytest.raises(ConfigError, match="must look like section.key=value"):
+        load_config(BASE, ["training.max_time"])
+    with pytest.raises(ConfigError, match="unknown key training.max_tme"):
+        load_config(BASE, ["training.max_tme=3"])
+
+
+def test_yaml_files_round_trip_and_bad_files(tmp_path):
+    import yaml
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config_to_dict(load_config(BASE))))
+    assert load_config(path) == load_config(BASE)
+    path.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="config file .*top level must be a mapping, got list"):
+        load_config(path)
+    path.write_text("a: [1\n")
+    with pytest.raises(ConfigError, match="search space file .* is not valid YAML"):
+        read_yaml_mapping(path, "search space file")
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "missing.yaml")
+    assert isinstance(etgnn.load_config(BASE), etgnn.Config)
