@@ -75,6 +75,7 @@ class ModelConfig:
     radial_basis: str = "bessel"
     dtype: str = "float32"
     seed: int = 0
+    smooth_triplets: bool = True  #: damp every triplet message by g(r_a) g(r_b): continuous at triplet_cutoff (false only for etgnn 0.1.0 checkpoints)
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,9 @@ class TargetConfig:
     isotropic: bool = True  #: zero-body isotropic terms (s * delta_ab, ...)
     two_body: bool = True
     three_body: bool = True
+    mixed: bool = True  #: rank >= 3: edge vectors times Kronecker deltas in every index placement
+    chiral: bool = True  #: rank 3: pseudoscalar x epsilon_ijk term (chiral sites)
+    four_body: bool = True  #: four-body scalars in the three-body coefficients (tell (a, b) from (b, a))
     voigt_order: str = "vasp"  #: order of Voigt-form inputs
     transpose: bool = False  #: swap the two indices of rank-2 inputs
     loss: str = "euclidean"

@@ -52,13 +52,14 @@ class ETGNN(nn.Module):
             triplet_channels=m.triplet_channels, num_blocks=m.num_blocks, int_emb_size=m.int_emb_size,
             basis_emb_size=m.basis_emb_size, num_radial=m.num_radial, num_spherical=m.num_spherical,
             envelope_exponent=m.envelope_exponent, activation=m.activation,
-            cutoff_function=m.cutoff_function, radial_basis=m.radial_basis,
+            cutoff_function=m.cutoff_function, radial_basis=m.radial_basis, smooth_triplets=m.smooth_triplets,
         )
         self.heads = nn.ModuleDict({
             name: TensorHead(
                 rank=t.rank, level=t.level, reduce=t.reduce, hidden_channels=m.hidden_channels,
                 triplet_channels=m.triplet_channels, activation=m.activation, isotropic=t.isotropic,
                 two_body=t.two_body, three_body=t.three_body, symmetry=t.symmetry, sum_rule=t.sum_rule,
+                mixed=t.mixed, chiral=t.chiral, four_body=t.four_body,
             )
             for name, t in config.targets.items()
         })
@@ -225,6 +226,28 @@ def build_model(config) -> ETGNN:
     return model.to(_DTYPES[cfg.model.dtype])
 
 
+#: Target options added after etgnn 0.1.0, with the value that reproduces a 0.1.0 model.
+_ADDED_TARGET_OPTIONS = {"mixed": False, "chiral": False, "four_body": False}
+
+
+def _upgrade_config(config: dict, path) -> dict:
+    """A checkpoint's config dict with the options it predates set to their old behaviour.
+
+    A model from etgnn 0.1.0 then predicts exactly what it did; it is discontinuous where an atom
+    crosses ``triplet_cutoff`` (fixed since), which a warning says, with the remedy.
+    """
+    config = dict(config)
+    config["targets"] = {name: {**_ADDED_TARGET_OPTIONS, **dict(t)} for name, t in config.get("targets", {}).items()}
+    model = dict(config.get("model", {}))
+    if "smooth_triplets" not in model:
+        model["smooth_triplets"] = False
+        warnings.warn(f"{path} was written by etgnn 0.1.0: it loads and predicts as it did, but its predictions "
+                      "jump slightly when an atom crosses model.triplet_cutoff; retrain it (same config) for a "
+                      "model that is continuous there", stacklevel=3)
+    config["model"] = model
+    return config
+
+
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> ETGNN:
     """Load a model written by :meth:`ETGNN.save` or a training checkpoint (``best.ckpt``)."""
     path = Path(path)
@@ -237,7 +260,7 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     if not isinstance(ckpt, dict) or "config" not in ckpt:
         raise DataError(f"{path} is not an etgnn model file (no 'config' entry)")
     state = ckpt.get("model_state", ckpt.get("state_dict"))
-    model = build_model(ckpt["config"])
+    model = build_model(_upgrade_config(ckpt["config"], path))
     state = dict(state)
     state.setdefault("elements_seen", model.elements_seen)  # files written before etgnn 0.1.0 final
     model.load_state_dict(state)

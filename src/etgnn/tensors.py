@@ -29,6 +29,10 @@ __all__ = [
     "voigt_to_full",
     "full_to_voigt",
     "to_cartesian",
+    "index_patterns",
+    "delta_placements",
+    "placement_matrix",
+    "levi_civita",
 ]
 
 
@@ -286,3 +290,75 @@ def index_patterns(rank: int) -> list[tuple[int, ...]]:
     """
     # rank 0 has the single empty pattern, which has no first index: no three-body terms
     return [p for p in itertools.product((0, 1), repeat=rank) if p and p[0] == 0 and any(p)]
+
+
+def delta_placements(rank: int) -> list[tuple[tuple[tuple[int, int], ...], tuple[int, ...]]]:
+    """Mixed-term placements: Kronecker deltas on some pairs of slots, vectors on the others.
+
+    A placement is ``(pairs, free)``: ``delta`` on each pair of slots in ``pairs`` (at least one)
+    and edge vectors on the ``free`` slots (at least one; with no free slot the tensor is an
+    isotropic one, :func:`isotropic_tensors`).  Rank 3 gives the three placements of
+    ``e_i delta_jk``, ``e_j delta_ik``, ``e_k delta_ij``; rank 4 the six of ``e e delta``; ranks 0-2
+    give none.
+
+    >>> delta_placements(3)
+    [(((0, 1),), (2,)), (((0, 2),), (1,)), (((1, 2),), (0,))]
+    >>> len(delta_placements(4)), len(delta_placements(5))
+    (6, 25)
+    """
+    out = []
+
+    def walk(slots, pairs, free):
+        if not slots:
+            if pairs and free:
+                out.append((tuple(pairs), tuple(sorted(free))))
+            return
+        first, rest = slots[0], slots[1:]
+        for k, partner in enumerate(rest):
+            walk(rest[:k] + rest[k + 1 :], pairs + [(first, partner)], free)
+        walk(rest, pairs, free + [first])
+
+    walk(list(range(rank)), [], [])
+    return sorted(out)
+
+
+@lru_cache(maxsize=None)
+def _placement_np(pairs: tuple, free: tuple, rank: int) -> np.ndarray:
+    grid = np.indices((3,) * rank).reshape(rank, -1)  # (rank, 3**rank): the index of every slot
+    keep = np.ones(grid.shape[1], dtype=bool)
+    for a, b in pairs:
+        keep &= grid[a] == grid[b]
+    row = np.zeros(grid.shape[1], dtype=np.int64)
+    for slot in free:
+        row = 3 * row + grid[slot]
+    mat = np.zeros((3 ** len(free), 3**rank))
+    mat[row[keep], np.flatnonzero(keep)] = 1.0
+    return mat
+
+
+def placement_matrix(pairs, free, rank: int) -> np.ndarray:
+    """Linear map that puts a tensor on the ``free`` slots and deltas on ``pairs``.
+
+    For a placement of :func:`delta_placements` and ``x`` of shape (n, 3**len(free)) (row-major,
+    the free slots in increasing order), ``x @ placement_matrix(pairs, free, rank)`` is the
+    (n, 3**rank) row-major tensor ``x_{free} * prod_pairs delta``.
+
+    Returns:
+        (3**len(free), 3**rank) array of zeros and ones.
+
+    >>> m = placement_matrix(((1, 2),), (0,), 3)          # e_i delta_jk
+    >>> (np.array([[1.0, 2.0, 3.0]]) @ m).reshape(3, 3, 3)[1]
+    array([[2., 0., 0.],
+           [0., 2., 0.],
+           [0., 0., 2.]])
+    """
+    return _placement_np(tuple(map(tuple, pairs)), tuple(free), rank).copy()
+
+
+def levi_civita(dtype=torch.float64, device=None) -> Tensor:
+    """The Levi-Civita symbol ``epsilon_ijk`` (3, 3, 3): +1 for even permutations of (0, 1, 2)."""
+    eps = torch.zeros(3, 3, 3, dtype=dtype, device=device)
+    for (i, j, k), sign in (((0, 1, 2), 1), ((1, 2, 0), 1), ((2, 0, 1), 1),
+                            ((0, 2, 1), -1), ((2, 1, 0), -1), ((1, 0, 2), -1)):
+        eps[i, j, k] = sign
+    return eps

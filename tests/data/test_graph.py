@@ -174,6 +174,6 @@ def test_isolated_atoms(make_model, dtype, tol):
             for t in tensors:
                 res = _isotropic_residual(t, head.rank)
                 assert res <= tol * scale, f"{name} {key}: non-isotropic part {res:.1e} without neighbours"
-        assert np.abs(pred["atom_rank2"]).max() > 0.1, f"{name}: isotropic terms missing"
+        assert np.abs(pred["atom_rank2"]).max() > 1e-3, f"{name}: isotropic terms missing"  # exactly 0 without them
     np.testing.assert_array_equal(preds[0]["forces"], 0.0)
     np.testing.assert_array_equal(preds[2]["forces"], 0.0)

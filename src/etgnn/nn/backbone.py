@@ -86,7 +86,7 @@ class _Interaction(nn.Module):
         self.lin_tt = nn.Linear(trip, trip)
 
     def forward(self, m: Tensor, t: Tensor, rbf: Tensor, sbf: Tensor, ta: Tensor, tb: Tensor,
-                sel: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                gab: Tensor, sel: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """One block.
 
         Args:
@@ -97,6 +97,9 @@ class _Interaction(nn.Module):
             sbf: (n_triplets, num_spherical * num_radial) angular basis.
             ta, tb: (n_triplets,) int64 indices of each triplet's two edges into ``sel`` (into
                 all edges if ``sel`` is None).
+            gab: (n_triplets,) ``g(r_a) g(r_b)``, the triplet cutoff function of both edges: every
+                triplet message is damped by it, so that nothing jumps when an atom crosses
+                ``triplet_cutoff``.
             sel: (n_sel,) int64 edges that belong to at least one triplet, or None for all.
 
         Returns:
@@ -108,6 +111,7 @@ class _Interaction(nn.Module):
         x_nb = act(self.lin_nb(m_sel)) * self.lin_rbf(rbf)
         x_nb = act(self.lin_down(x_nb))  # (n_sel, int_emb), per edge
         msg = x_nb.index_select(0, tb) * (self.lin_sbf(sbf) + self.lin_trip_msg(t))  # (n_triplets, int_emb)
+        msg = msg * gab.unsqueeze(-1)
         up = act(self.lin_up(scatter_sum(msg, ta, m_sel.shape[0])))
         # an edge outside every triplet aggregates nothing, and act(lin_up(0)) = act(0) = 0
         # (lin_up has no bias; Backbone only passes ``sel`` when act(0) = 0)
@@ -150,15 +154,19 @@ class Backbone(nn.Module):
         activation: ``elu`` | ``swish`` | ``silu`` | ``relu`` | ``tanh``.
         cutoff_function: ``cosine`` | ``polynomial``.
         radial_basis: ``bessel`` | ``gaussian``.
+        smooth_triplets: damp every triplet message by ``g(r_a) g(r_b)`` so that the features are
+            continuous when an atom crosses ``triplet_cutoff`` (etgnn 0.1.0 did not: its
+            checkpoints load with ``False``).
     """
 
     def __init__(self, cutoff: float = 6.0, triplet_cutoff: float = 4.0, hidden_channels: int = 128,
                  triplet_channels: int = 128, num_blocks: int = 4, int_emb_size: int = 64,
                  basis_emb_size: int = 8, num_radial: int = 6, num_spherical: int = 7,
                  envelope_exponent: int = 5, activation: str = "elu", cutoff_function: str = "cosine",
-                 radial_basis: str = "bessel"):
+                 radial_basis: str = "bessel", smooth_triplets: bool = True):
         super().__init__()
         self.cutoff, self.triplet_cutoff = float(cutoff), float(triplet_cutoff)
+        self.smooth_triplets = bool(smooth_triplets)
         self.num_spherical = num_spherical
         act = make_activation(activation)
         self.cutoff_fn = make_cutoff(cutoff_function, cutoff, envelope_exponent)
@@ -197,13 +205,18 @@ class Backbone(nn.Module):
         cos = (unit.index_select(0, ta) * unit.index_select(0, tb)).sum(-1).clamp(-1.0, 1.0)
         # angular basis: Legendre(angle at the centre) x radial basis of the partner edge
         rbf_b = self.trip_rbf(dist).index_select(0, tb)
+        if self.smooth_triplets:
+            g = self.triplet_cutoff_fn(dist)
+            gab = g.index_select(0, ta) * g.index_select(0, tb)
+        else:
+            gab = dist.new_ones(ta.shape[0])
         sbf = (legendre(cos, self.num_spherical).unsqueeze(-1) * rbf_b.unsqueeze(-2)).flatten(1)
         m = self.embedding(numbers, rbf, i, j)
         t = self.act(self.lin_t0(sbf))
         h = self.outputs[0](m, rbf, i, n_atoms)
         sel, ta_sel, tb_sel, rbf_sel = self._triplet_edges(dist.shape[0], ta, tb, rbf)
         for block, out in zip(self.blocks, self.outputs[1:]):
-            m, t = block(m, t, rbf_sel, sbf, ta_sel, tb_sel, sel)
+            m, t = block(m, t, rbf_sel, sbf, ta_sel, tb_sel, gab, sel)
             h = h + out(m, rbf, i, n_atoms)
         return BackboneOutput(atom=h, edge=m, triplet=t)
 

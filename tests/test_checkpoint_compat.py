@@ -1,0 +1,35 @@
+"""A model file written by etgnn 0.1.0 (tests/fixtures, made with that release) still loads and
+predicts exactly what it predicted then, with a warning that says how to get a continuous model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase.build import bulk, molecule
+
+import etgnn
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_v010_checkpoint_predicts_as_it_did():
+    with pytest.warns(UserWarning, match="written by etgnn 0.1.0.*retrain it"):
+        model = etgnn.load_model(FIXTURES / "model_v0.1.0.pt")
+    ref = np.load(FIXTURES / "model_v0.1.0_predictions.npz")
+    preds = model.predict([molecule("CH3OH"), bulk("ZnO", "wurtzite", a=3.25, c=5.2)])
+    for i, item in enumerate(preds):
+        for name, value in item.items():
+            np.testing.assert_allclose(value, ref[f"{name}_{i}"], rtol=1e-5, atol=1e-6, err_msg=f"{name} {i}")
+    assert not model.config.model.smooth_triplets
+    assert not any(t.mixed or t.chiral or t.four_body for t in model.config.targets.values())
+
+
+def test_new_checkpoint_loads_without_warning(tmp_path, recwarn):
+    model = etgnn.build_model({"model": {"hidden_channels": 8, "triplet_channels": 4, "num_blocks": 1},
+                               "targets": {"beta": {"key": "beta", "level": "structure", "rank": 3}}})
+    model.save(tmp_path / "m.pt")
+    again = etgnn.load_model(tmp_path / "m.pt")
+    assert again.config == model.config
+    assert not [w for w in recwarn if "0.1.0" in str(w.message)]
