@@ -150,6 +150,11 @@ def nac_params(phonon, born, epsilon, factor: float | None = None, symmetrize: b
                         f"{prim.get_chemical_formula()}: expected ({len(prim)}, 3, 3) / (3, 3)")
     if symmetrize:
         born, epsilon = symmetrize_born(prim, born, epsilon, symprec)
+    eigenvalues = np.linalg.eigvalsh(0.5 * (epsilon + epsilon.T))
+    if not np.isfinite(epsilon).all() or eigenvalues.min() <= 0:
+        raise DataError(f"eps_inf of {prim.get_chemical_formula()} is not positive definite (eigenvalues "
+                        f"{', '.join(f'{x:.4g}' for x in eigenvalues)}): no dielectric screening to correct with; "
+                        "check that the eps target is eps_inf (not chi = eps - 1 or (eps - 1)/(4 pi))")
     if factor is None:
         factor = get_calculator_physical_units(phonon.calculator).nac_factor
     return {"born": born, "dielectric": epsilon, "factor": float(factor)}
