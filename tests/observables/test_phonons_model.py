@@ -9,6 +9,8 @@ split, exact sum rule and Lyddane-Sachs-Teller relation), plus the target select
 from __future__ import annotations
 
 import csv
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -238,3 +240,21 @@ def test_shape_errors():
         B.symmetrize_born(atoms, np.zeros((2, 3, 3)), np.eye(3))
     with pytest.raises(ConfigError, match="primitive matrix 'X'"):
         B.born_file_text(atoms, np.zeros((6, 3, 3)), np.eye(3), primitive_matrix="X")
+
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT.parent / "shared" / "data" / "phonopy_born"
+
+
+@pytest.mark.skipif(not (DATA / "NaCl.FORCE_SETS").is_file(), reason=f"no DFT phonon data in {DATA}")
+def test_lo_to_benchmark_script_runs(model_file, tmp_path):
+    """benchmarks/phonons_lo_to.py writes its report for a checkpoint (here the random model)."""
+    spec = importlib.util.spec_from_file_location("phonons_lo_to", ROOT / "benchmarks" / "phonons_lo_to.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "report.md"
+    assert script.main([str(model_file), "--data", str(DATA), "-o", str(out), "--directions", "x"]) == 0
+    text = out.read_text()
+    for name in script.CRYSTALS:
+        assert f"| {name} | x |" in text and f"| {name} | the checkpoint names no training file |" in text
+    assert "| NaCl | x | 4.62 | 7.40 |" in text  # the DFT column is phonopy's NaCl
