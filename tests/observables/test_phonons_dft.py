@@ -193,3 +193,25 @@ def test_band_plot_written(tmp_path):
     # Gamma is approached along each segment: LO-TO split at both ends of the path
     assert bands.frequencies[0, -1] > bands.frequencies[0, -2] + 5
     assert bands.frequencies[-1, -1] > bands.frequencies[-1, -2] + 5
+
+
+@pytest.mark.parametrize("name,axes", [("MgO", [(0,), (1,), (2,)]), ("ZnO", [(2,), (0,), (1,)])])
+def test_degenerate_modes_aligned_with_axes(name, axes):
+    """Inside a degenerate IR-active set the eigenvectors are rotated so each mode charge lies along
+    one Cartesian axis (cubic T1u: x, y, z; wurtzite E1: x, y), and they stay eigenvectors."""
+    ph = ours(name)
+    dm = ph.dynamical_matrix
+    dm.run(np.zeros(3))
+    d = dm.dynamical_matrix.real
+    w2, vecs = np.linalg.eigh(d)
+    freqs = ph.unit_conversion_factor * np.sign(w2) * np.sqrt(np.abs(w2))
+    z, m = ph.nac_params["born"], ph.primitive.masses
+    aligned = P.align_degenerate(freqs, vecs, z, m)
+    np.testing.assert_allclose(aligned.T @ aligned, np.eye(len(w2)), atol=1e-12)
+    np.testing.assert_allclose(d @ aligned, aligned * w2, atol=1e-9 * np.abs(w2).max())
+    p = P.mode_effective_charges(z, m, aligned)
+    active = [i for i in range(3, len(w2)) if p[i] @ p[i] > 1e-6]
+    got = [tuple(np.flatnonzero(np.abs(p[i]) > 1e-8 * np.abs(p).max())) for i in active]
+    assert got == axes, f"{name}: axes of the IR-active mode charges {got}"
+    before = P.mode_effective_charges(z, m, vecs)
+    assert any(len(np.flatnonzero(np.abs(before[i]) > 1e-3)) > 1 for i in active), "eigh already aligned them"

@@ -258,3 +258,22 @@ def test_lo_to_benchmark_script_runs(model_file, tmp_path):
     for name in script.CRYSTALS:
         assert f"| {name} | x |" in text and f"| {name} | the checkpoint names no training file |" in text
     assert "| NaCl | x | 4.62 | 7.40 |" in text  # the DFT column is phonopy's NaCl
+
+
+def test_exported_born_gives_the_models_phonons(model_file, emt_phonopy_files, tmp_path, capsys):
+    """export-born (STRUCTURE = the phonopy yaml) then phonons --born-file == phonons CHECKPOINT."""
+    yaml, fs = emt_phonopy_files
+    born, a, b = tmp_path / "BORN", tmp_path / "model.csv", tmp_path / "born.csv"
+    assert main(["export-born", str(model_file), str(yaml), "-o", str(born)]) == 0
+    base = ["--phonopy", str(yaml), "--force-sets", str(fs), "--q-direction", "1", "1", "0"]
+    assert main(["phonons", str(model_file), *base, "-o", str(a), "--reference-born", str(born)]) == 0
+    printed = capsys.readouterr().out
+    assert f"reference: BORN file {born}" in printed and "ref THz" in printed
+    assert main(["phonons", "--born-file", str(born), *base, "-o", str(b)]) == 0
+
+    def freqs(path):
+        with open(path) as fh:
+            return np.array([float(r["frequency_THz"]) for r in csv.DictReader(fh)])
+
+    np.testing.assert_allclose(freqs(a), freqs(b), atol=1e-8)
+    assert freqs(a).max() > 1.0

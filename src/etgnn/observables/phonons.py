@@ -35,6 +35,8 @@ __all__ = [
     "nac_params",
     "set_nac",
     "mode_effective_charges",
+    "degenerate_sets",
+    "align_degenerate",
     "oscillator_strengths",
     "gamma_modes",
     "static_dielectric",
@@ -276,6 +278,45 @@ def _labels(freqs, p, direction) -> tuple:
     return tuple(out)
 
 
+#: Frequencies (THz) closer than this form one degenerate set in :func:`align_degenerate`.
+DEGENERACY_TOL = 1e-5
+
+
+def degenerate_sets(frequencies, tol: float = DEGENERACY_TOL) -> list[np.ndarray]:
+    """Index sets of (ascending) ``frequencies`` that differ by less than ``tol`` from the previous one."""
+    breaks = np.flatnonzero(np.diff(frequencies) > tol) + 1
+    return np.split(np.arange(len(frequencies)), breaks)
+
+
+def align_degenerate(frequencies, eigenvectors, born, masses, tol: float = DEGENERACY_TOL) -> np.ndarray:
+    """Rotate eigenvectors inside each degenerate set so that the mode charges follow Cartesian axes.
+
+    Within a degenerate set any orthonormal basis is an eigenbasis, so per-mode strengths are not
+    unique (only their sum over the set is).  This picks the basis whose mode effective charges are
+    closest (orthogonal Procrustes) to the set's largest Cartesian components, e.g. x, y, z for a
+    cubic T1u triplet, x, y for an E doublet of a uniaxial crystal.
+
+    Args:
+        frequencies: (n,) ascending, THz.
+        eigenvectors: (3 n_atoms, n) real orthonormal columns.
+        born, masses: as in :func:`mode_effective_charges`.
+
+    Returns:
+        (3 n_atoms, n) eigenvectors, the same subspaces.
+    """
+    vecs = np.array(eigenvectors, dtype=float)
+    for idx in degenerate_sets(frequencies, tol):
+        if len(idx) < 2:
+            continue
+        p = mode_effective_charges(born, masses, vecs[:, idx])  # (d, 3)
+        axes = np.sort(np.argsort(-np.einsum("ma,ma->a", p, p))[: min(len(idx), 3)])
+        target = np.zeros((len(idx), 3))
+        target[np.arange(len(axes)), axes] = 1.0
+        x, _, yt = np.linalg.svd(p @ target.T)
+        vecs[:, idx] = vecs[:, idx] @ (x @ yt)
+    return vecs
+
+
 def _gamma(phonon, q_red):
     """Frequencies (THz, phonopy's own), real orthonormal eigenvectors and D at Gamma."""
     phonon.run_qpoints([[0.0, 0.0, 0.0]], with_eigenvectors=False, nac_q_direction=q_red)
@@ -316,6 +357,8 @@ def gamma_modes(phonon, direction=(1.0, 0.0, 0.0)) -> GammaModes:
     q_cart = np.asarray(direction, dtype=float) / np.linalg.norm(direction)
     freqs, vecs, w2 = _gamma(phonon, None)
     nac_freqs, nac_vecs, _ = _gamma(phonon, q_red)
+    vecs = align_degenerate(freqs, vecs, born, masses)
+    nac_vecs = align_degenerate(nac_freqs, nac_vecs, born, masses)
     p, nac_p = mode_effective_charges(born, masses, vecs), mode_effective_charges(born, masses, nac_vecs)
     strengths = oscillator_strengths(p)
     eps0 = static_dielectric(params["dielectric"], strengths, w2, phonon.primitive.volume, params["factor"])

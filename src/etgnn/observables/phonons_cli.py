@@ -62,6 +62,8 @@ def add_parser(subparsers) -> None:
     fc.add_argument("--force-sets", metavar="FILE", help="phonopy FORCE_SETS")
     fc.add_argument("--force-constants", metavar="FILE", help="phonopy FORCE_CONSTANTS or force_constants.hdf5")
     p.add_argument("--born-file", metavar="BORN", help="take Born charges and eps_inf from this BORN file instead of a model")
+    p.add_argument("--reference-born", metavar="BORN",
+                   help="also compute with this BORN file (e.g. the DFT one): printed beside, dashed in the plot")
     p.add_argument("--q-direction", nargs=3, type=float, default=[1.0, 0.0, 0.0], metavar=("QX", "QY", "QZ"),
                    help="Cartesian direction of q -> 0 for the LO-TO splitting (default 1 0 0)")
     p.add_argument("-o", "--output", metavar="CSV", help="write the modes as CSV here")
@@ -144,15 +146,26 @@ def _tensor(t) -> str:
     return "[" + ", ".join("[" + " ".join(f"{x:8.3f}" for x in row) + "]" for row in np.asarray(t)) + "]"
 
 
-def format_modes(modes, epsilon) -> str:
-    """The table ``etgnn phonons`` prints: NAC modes with characters, then the TO modes' strengths."""
+def format_modes(modes, epsilon, reference=None) -> str:
+    """The table ``etgnn phonons`` prints: NAC modes with characters, then the TO modes' strengths.
+
+    ``reference``: optional ``(GammaModes, eps_inf)`` of a reference BORN file, printed beside.
+    """
     rows = list(_rows(modes))
     q = " ".join(f"{x:.3g}" for x in modes.direction)
-    lines = [f"eps_inf = {_tensor(epsilon)}", f"eps_0   = {_tensor(modes.epsilon_static)}  (from the oscillator strengths)",
-             "", f"Gamma, q -> 0 along [{q}] (Cartesian), with the non-analytical correction:",
-             f"{'mode':>4}  {'THz':>9}  {'cm-1':>9}  character"]
-    lines += [f"{r['mode']:4d}  {r['frequency_THz']:9.4f}  {r['frequency_cm-1']:9.2f}  {r['character']}"
-              for r in rows if r["set"] == "gamma_nac"]
+    lines = [f"eps_inf = {_tensor(epsilon)}", f"eps_0   = {_tensor(modes.epsilon_static)}  (from the oscillator strengths)"]
+    if reference is not None:
+        lines += [f"reference eps_inf = {_tensor(reference[1])}",
+                  f"reference eps_0   = {_tensor(reference[0].epsilon_static)}"]
+    extra = f"  {'ref THz':>9}  ref character" if reference is not None else ""
+    lines += ["", f"Gamma, q -> 0 along [{q}] (Cartesian), with the non-analytical correction:",
+              f"{'mode':>4}  {'THz':>9}  {'cm-1':>9}  {'character':<9}{extra}"]
+    nac = [r for r in rows if r["set"] == "gamma_nac"]
+    for i, r in enumerate(nac):
+        line = f"{r['mode']:4d}  {r['frequency_THz']:9.4f}  {r['frequency_cm-1']:9.2f}  {r['character']:<9}"
+        if reference is not None:
+            line += f"  {reference[0].nac_frequencies[i]:9.4f}  {reference[0].nac_labels[i]}"
+        lines.append(line.rstrip())
     lines += ["", "Gamma without NAC (TO modes, what IR absorption sees); IR intensity tr S_m and S_m in e^2/amu:",
               f"{'mode':>4}  {'THz':>9}  {'cm-1':>9}  {'character':>9}  {'intensity':>10}  "
               f"{'S_xx':>9} {'S_yy':>9} {'S_zz':>9} {'S_xy':>9} {'S_yz':>9} {'S_zx':>9}"]
@@ -165,22 +178,32 @@ def format_modes(modes, epsilon) -> str:
 
 def _phonons(args) -> int:
     from .born import to_ase_atoms
-    from .phonons import band_structure, gamma_modes, load_phonopy, plot_band_structure, set_nac
+    from .phonons import band_structure, gamma_modes, load_phonopy, plot_band_structure, read_born, set_nac
 
     ph = load_phonopy(args.phonopy, args.force_sets, args.force_constants, args.symprec)
     params, source = _source_born(args, ph)
+    reference = read_born(args.reference_born, ph, args.symprec) if args.reference_born else None
     set_nac(ph, params)
     modes = gamma_modes(ph, args.q_direction)
+    bands = band_structure(ph, args.band_path) if args.band_plot else None
     prim = to_ase_atoms(ph.primitive)
     print(f"{prim.get_chemical_formula()} primitive cell, {len(prim)} atoms, {prim.get_volume():.4f} Angstrom^3; "
-          f"Born charges and eps_inf from {source}")
-    print(format_modes(modes, params["dielectric"]))
+          f"Born charges and eps_inf from {source}"
+          + (f"; reference: BORN file {args.reference_born}" if reference else ""))
+    ref_modes = ref_bands = None
+    if reference is not None:
+        set_nac(ph, reference)
+        ref_modes = gamma_modes(ph, args.q_direction)
+        ref_bands = band_structure(ph, args.band_path) if args.band_plot else None
+        set_nac(ph, params)
+    print(format_modes(modes, params["dielectric"], (ref_modes, reference["dielectric"]) if reference else None))
     if args.output:
         print(f"modes written to {write_modes_csv(modes, args.output)}")
     if args.band_plot:
-        bands = band_structure(ph, args.band_path)
-        title = f"{Path(args.phonopy).name.split('.')[0]}: NAC from {Path(args.born_file or args.checkpoint).name}"
-        print(f"band structure written to {plot_band_structure([('', bands)], args.band_plot, title, args.unit)}")
+        name = Path(args.born_file or args.checkpoint).name
+        curves = [(name, bands)] + ([(Path(args.reference_born).name, ref_bands)] if reference else [])
+        title = f"{prim.get_chemical_formula()}: non-analytical correction from {name}"
+        print(f"band structure written to {plot_band_structure(curves, args.band_plot, title, args.unit)}")
     return 0
 
 
