@@ -445,8 +445,9 @@ def plot_band_structure(curves, path, title: str = "", unit: str = "THz") -> Pat
     styles = [dict(color="k", lw=1.2), dict(color="tab:red", lw=1.0, ls="--"), dict(color="tab:blue", lw=1.0, ls=":")]
     for (label, bands), style in zip(curves, styles * len(curves)):
         for n, (a, b) in enumerate(bands.segments):
-            ax.plot(bands.distances[a:b], bands.frequencies[a:b] * scale, label=label if n == 0 else None,
-                    **style)
+            lines = ax.plot(bands.distances[a:b], bands.frequencies[a:b] * scale, **style)
+            if n == 0 and label:
+                lines[0].set_label(label)
     first = curves[0][1]
     for x, _ in first.ticks:
         ax.axvline(x, color="0.7", lw=0.6)
@@ -456,7 +457,7 @@ def plot_band_structure(curves, path, title: str = "", unit: str = "THz") -> Pat
     ax.set_ylabel(f"frequency ({'cm$^{-1}$' if unit == 'cm-1' else 'THz'})")
     ax.set_title(title, fontsize=10)
     if len(curves) > 1:
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="upper right", framealpha=0.9)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -202,7 +202,9 @@ def _phonons(args) -> int:
     if args.band_plot:
         name = Path(args.born_file or args.checkpoint).name
         curves = [(name, bands)] + ([(Path(args.reference_born).name, ref_bands)] if reference else [])
-        title = f"{prim.get_chemical_formula()}: non-analytical correction from {name}"
+        stem = Path(args.phonopy).name.split(".")[0]
+        stem = prim.get_chemical_formula() if stem.startswith("phonopy") else stem
+        title = f"{stem}: non-analytical correction from {name}"
         print(f"band structure written to {plot_band_structure(curves, args.band_plot, title, args.unit)}")
     return 0
 
