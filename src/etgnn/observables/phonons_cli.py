@@ -187,7 +187,7 @@ def _phonons(args) -> int:
     modes = gamma_modes(ph, args.q_direction)
     bands = band_structure(ph, args.band_path) if args.band_plot else None
     prim = to_ase_atoms(ph.primitive)
-    print(f"{prim.get_chemical_formula()} primitive cell, {len(prim)} atoms, {prim.get_volume():.4f} Angstrom^3; "
+    print(f"{prim.get_chemical_formula(mode='metal')} primitive cell, {len(prim)} atoms, {prim.get_volume():.4f} Angstrom^3; "
           f"Born charges and eps_inf from {source}"
           + (f"; reference: BORN file {args.reference_born}" if reference else ""))
     ref_modes = ref_bands = None
