@@ -11,6 +11,7 @@ calculator.
 from __future__ import annotations
 
 import csv
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,9 @@ def files(name: str) -> dict:
 def phonopy_reference(name: str):
     """phonopy's own object, loaded as its documentation says (BORN read by phonopy.load)."""
     f = files(name)
-    return phonopy.load(f["yaml"], force_sets_filename=f["fs"], born_filename=f["born"])
+    with warnings.catch_warnings():  # phonopy 4 notes that "auto" found a centred cell
+        warnings.filterwarnings("ignore", message="primitive_matrix defaulted")
+        return phonopy.load(f["yaml"], force_sets_filename=f["fs"], born_filename=f["born"])
 
 
 def ours(name: str, symmetrize: bool = False):
@@ -215,3 +218,38 @@ def test_degenerate_modes_aligned_with_axes(name, axes):
     assert got == axes, f"{name}: axes of the IR-active mode charges {got}"
     before = P.mode_effective_charges(z, m, vecs)
     assert any(len(np.flatnonzero(np.abs(before[i]) > 1e-3)) > 1 for i in active), "eigh already aligned them"
+
+
+def test_force_constants_file_route(tmp_path):
+    """--force-constants FORCE_CONSTANTS gives the same Gamma modes as --force-sets."""
+    f = files("ZnO")
+    ref = phonopy.load(f["yaml"], force_sets_filename=f["fs"], is_compact_fc=False)
+    fc = tmp_path / "FORCE_CONSTANTS"
+    phonopy.file_IO.write_FORCE_CONSTANTS(ref.force_constants, filename=str(fc))
+    a, b = tmp_path / "fs.csv", tmp_path / "fc.csv"
+    common = ["phonons", "--born-file", str(f["born"]), "--phonopy", str(f["yaml"]), "--q-direction", "0", "0", "1"]
+    assert main([*common, "--force-sets", str(f["fs"]), "-o", str(a)]) == 0
+    assert main([*common, "--force-constants", str(fc), "-o", str(b)]) == 0
+    fa = [float(r["frequency_THz"]) for r in read_csv(a)["gamma_nac"]]
+    fb = [float(r["frequency_THz"]) for r in read_csv(b)["gamma_nac"]]
+    np.testing.assert_allclose(fa, fb, atol=1e-6)
+    assert max(fa) > 15
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
+    f = files("MgO")
+    base = ["phonons", "--born-file", str(f["born"]), "--force-sets", str(f["fs"])]
+    assert main([*base, "--phonopy", str(tmp_path / "none.yaml")]) == 1
+    assert capsys.readouterr().err.strip() == f"etgnn: error: DataError: phonopy yaml {tmp_path / 'none.yaml'}: no such file"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("phonopy:\n  version: [\n")
+    assert main([*base, "--phonopy", str(bad)]) == 1
+    assert capsys.readouterr().err.startswith(f"etgnn: error: DataError: phonopy could not load {bad} with")
+    assert main([*base, "--phonopy", str(f["yaml"]), "--band-plot", str(tmp_path / "b.png"), "--band-path", "GQX"]) == 1
+    assert "band path 'GQX': unknown points Q; this lattice has G, K, L, U, W, X" in capsys.readouterr().err
+    born = tmp_path / "BORN"
+    born.write_text("# too many atoms\n1 0 0 0 1 0 0 0 1\n" + "2 0 0 0 2 0 0 0 2\n" * 3)
+    assert main(["phonons", "--born-file", str(born), "--force-sets", str(f["fs"]), "--phonopy", str(f["yaml"])]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"etgnn: error: DataError: {born}: phonopy could not read this BORN file for the primitive cell MgO "
+        "(2 atoms): Too many atoms in the BORN file (it should only contain symmetry-independent atoms)")

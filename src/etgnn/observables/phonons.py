@@ -181,8 +181,9 @@ def read_born(path, phonon, symprec: float = 1e-5) -> dict:
     except DataError:
         raise
     except Exception as exc:
-        raise DataError(f"{path}: phonopy could not read this BORN file for the primitive cell "
-                        f"{phonon.primitive.get_chemical_formula()}: {exc}") from exc
+        formula = to_ase_atoms(phonon.primitive).get_chemical_formula(mode="metal")
+        raise DataError(f"{path}: phonopy could not read this BORN file for the primitive cell {formula} "
+                        f"({len(phonon.primitive)} atoms): {exc}") from exc
     return nac_params(phonon, params["born"], params["dielectric"], params.get("factor"), symmetrize=False)
 
 

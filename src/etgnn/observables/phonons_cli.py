@@ -203,7 +203,7 @@ def _phonons(args) -> int:
         name = Path(args.born_file or args.checkpoint).name
         curves = [(name, bands)] + ([(Path(args.reference_born).name, ref_bands)] if reference else [])
         stem = Path(args.phonopy).name.split(".")[0]
-        stem = prim.get_chemical_formula() if stem.startswith("phonopy") else stem
+        stem = prim.get_chemical_formula(mode="metal") if stem.startswith("phonopy") else stem
         title = f"{stem}: non-analytical correction from {name}"
         print(f"band structure written to {plot_band_structure(curves, args.band_plot, title, args.unit)}")
     return 0
@@ -255,7 +255,7 @@ def _export_born(args) -> int:
     z_sym, eps_sym = symmetrize_born(atoms, born, eps, args.symprec)
     path = write_born(args.output, atoms, born, eps, primitive_matrix=pmat, supercell_matrix=smat,
                       factor=args.factor, symprec=args.symprec)
-    print(f"{atoms.get_chemical_formula()} ({len(atoms)} atoms): predicted Born charges sum to "
+    print(f"{atoms.get_chemical_formula(mode='metal')} ({len(atoms)} atoms): predicted Born charges sum to "
           f"{np.abs(born.sum(axis=0)).max():.2e} e (largest component), symmetrisation moved them by at most "
           f"{np.abs(born - z_sym).max():.2e} e and eps by {np.abs(eps - eps_sym).max():.2e}")
     print(f"BORN file written to {path}")
