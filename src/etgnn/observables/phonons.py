@@ -266,19 +266,14 @@ class GammaModes:
 def _labels(freqs, p, direction) -> tuple:
     """Mode characters: the 3 lowest |frequencies| are acoustic; see :class:`GammaModes`."""
     weight = np.einsum("ma,ma->m", p, p)
-    scale = max(float(weight.max(initial=0.0)), 1e-300)
-    acoustic = set(np.argsort(np.abs(freqs))[:3].tolist())
-    out = []
-    for m in range(len(freqs)):
-        if m in acoustic:
-            out.append("acoustic")
-        elif weight[m] <= ZERO_STRENGTH * scale:
-            out.append("inactive")
-        elif direction is None:
-            out.append("IR")
-        else:
-            out.append("LO" if (p[m] @ direction) ** 2 > ZERO_STRENGTH * scale else "TO")
-    return tuple(out)
+    zero = ZERO_STRENGTH * max(float(weight.max(initial=0.0)), 1e-300)
+    if direction is None:
+        out = np.where(weight > zero, "IR", "inactive").astype(object)
+    else:
+        longitudinal = (p @ np.asarray(direction, dtype=float)) ** 2 > zero
+        out = np.where(weight > zero, np.where(longitudinal, "LO", "TO"), "inactive").astype(object)
+    out[np.argsort(np.abs(freqs))[:3]] = "acoustic"
+    return tuple(str(x) for x in out)
 
 
 #: Frequencies (THz) closer than this form one degenerate set in :func:`align_degenerate`.
