@@ -63,14 +63,14 @@ def select_target(model, name: str | None, level: str, rank: int, what: str) -> 
             raise ConfigError(f"the model has no target {name!r}; its targets: {listing}")
         t = targets[name]
         if (t.level, t.rank) != (level, rank):
-            raise ConfigError(f"target {name!r} is {t.level} rank {t.rank}, but {what} need a {level} "
-                              f"rank-{rank} target; the model's targets: {listing}")
+            raise ConfigError(f"target {name!r} is {t.level} rank {t.rank}, but {what} need a target of "
+                              f"level {level} and rank {rank}; the model's targets: {listing}")
         return name
     found = [n for n, t in targets.items() if (t.level, t.rank) == (level, rank)]
     if len(found) != 1:
-        how = "no" if not found else "several"
-        raise ConfigError(f"the model has {how} {level} rank-{rank} target for {what}; choose one with the "
-                          f"target option; its targets: {listing}")
+        how = "no target" if not found else "several targets"
+        raise ConfigError(f"the model has {how} of level {level} and rank {rank} for {what}; choose "
+                          f"one with the target option; its targets: {listing}")
     return found[0]
 
 
