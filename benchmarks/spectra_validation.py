@@ -55,10 +55,13 @@ def load(data: Path, name: str):
 
 
 def gamma(crystal, direction=None, eigenvectors=False):
+    """Gamma frequencies (THz); with NAC along the Cartesian ``direction``, without NAC if None."""
     ph = crystal.phonon
     nac = ph.nac_params
     if direction is None:
         ph.nac_params = None
+    else:  # phonopy takes q in reduced coordinates of the primitive reciprocal lattice
+        direction = ph.primitive.cell @ np.asarray(direction, dtype=float)
     try:
         ph.run_qpoints([[0, 0, 0]], nac_q_direction=direction, with_eigenvectors=eigenvectors)
         q = ph.qpoints
