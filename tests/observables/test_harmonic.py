@@ -31,8 +31,8 @@ def _crystal(name):
 
 
 def _gamma(crystal, direction):
-    ph = crystal.phonon
-    ph.run_qpoints([[0, 0, 0]], nac_q_direction=direction)
+    ph = crystal.phonon  # phonopy's q direction is reduced (primitive reciprocal lattice)
+    ph.run_qpoints([[0, 0, 0]], nac_q_direction=ph.primitive.cell @ np.asarray(direction, dtype=float))
     return ph.qpoints.frequencies[0]  # THz, ascending
 
 
@@ -63,10 +63,16 @@ def test_force_constants_reproduce_dft_force_sets(name):
         forces = calc.get_forces(atoms)
         # phonopy's symmetrised force constants fit the DFT forces to 1 % of the largest force
         assert np.abs(forces - disp["forces"]).max() < 0.015 * np.abs(disp["forces"]).max()
-    # a lattice translation is no displacement
+    # a lattice translation is no displacement, and a drift of the whole crystal changes nothing
     shifted = crystal.atoms.copy()
     shifted.positions += crystal.atoms.cell[0]
     np.testing.assert_allclose(calc.get_forces(shifted), 0.0, atol=1e-12)
+    rattled = crystal.atoms.copy()
+    rattled.rattle(0.02, seed=1)
+    drifted = rattled.copy()
+    drifted.positions += 0.5 * crystal.atoms.cell.sum(axis=0) + 0.3 * crystal.atoms.cell[1]  # splits atoms
+    drifted.wrap()
+    np.testing.assert_allclose(calc.get_forces(drifted), calc.get_forces(rattled), atol=1e-10)
 
 
 @pytest.mark.parametrize("name", ["NaCl", "MgO"])

@@ -81,8 +81,23 @@ def load_phonopy_crystal(disp_yaml: str | os.PathLike, force_sets: str | os.Path
     return HarmonicCrystal(atoms, np.asarray(phonon.force_constants, dtype=float), z, eps, phonon)
 
 
-def displacements(atoms: Atoms, reference: Atoms) -> np.ndarray:
+def _wrap(u: np.ndarray, reference: Atoms) -> np.ndarray:
+    """Displacements (n, 3) to the nearest periodic image along the periodic directions."""
+    if not reference.pbc.any():
+        return u
+    cell = reference.cell.array
+    frac = np.linalg.solve(cell.T, u.T).T
+    frac[:, reference.pbc] -= np.round(frac[:, reference.pbc])
+    return frac @ cell
+
+
+def displacements(atoms: Atoms, reference: Atoms, remove_translation: bool = False) -> np.ndarray:
     """``u = positions - reference positions``, wrapped to the nearest periodic image.
+
+    Args:
+        remove_translation: subtract the mean displacement.  For a crystal the displacements are
+            then taken relative to atom 0's, so that a drift of the whole crystal (by up to any
+            number of cells) never splits atoms between images.
 
     Returns:
         (n_atoms, 3) Angstrom.
@@ -92,16 +107,17 @@ def displacements(atoms: Atoms, reference: Atoms) -> np.ndarray:
                         f"harmonic reference {reference.get_chemical_formula()} ({len(reference)} atoms) "
                         "atom by atom")
     u = atoms.positions - reference.positions
-    if reference.pbc.any():
-        cell = reference.cell.array
-        frac = np.linalg.solve(cell.T, u.T).T
-        frac[:, reference.pbc] -= np.round(frac[:, reference.pbc])
-        u = frac @ cell
-    return u
+    if not remove_translation:
+        return _wrap(u, reference)
+    u = _wrap(u - _wrap(u[:1], reference), reference)
+    return u - u.mean(axis=0)
 
 
 class HarmonicCalculator(Calculator):
     """Energy and forces of a harmonic crystal or molecule: ``F = -Phi u``, ``E = u.Phi.u / 2``.
+
+    For a periodic reference the rigid translation is removed from ``u`` first (it costs no
+    energy when ``Phi`` obeys the acoustic sum rule, and a drifting crystal stays harmonic).
 
     Args:
         force_constants: (n_atoms, n_atoms, 3, 3) in eV/Angstrom^2 (or (3 n_atoms, 3 n_atoms)).
@@ -124,7 +140,7 @@ class HarmonicCalculator(Calculator):
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
-        u = displacements(self.atoms, self.reference).reshape(-1)
+        u = displacements(self.atoms, self.reference, remove_translation=self.reference.pbc.any()).reshape(-1)
         f = -self.matrix @ u
         energy = -0.5 * float(u @ f)
         self.results = {"energy": energy, "free_energy": energy, "forces": f.reshape(-1, 3)}
