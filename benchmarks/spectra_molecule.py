@@ -132,7 +132,8 @@ def main(argv=None) -> int:
     md_atoms.calc = HarmonicCalculator(hess, atoms)
     frames = []
     md = VelocityVerlet(md_atoms, timestep=args.timestep * units.fs)
-    md.attach(lambda: frames.append(Atoms(numbers=md_atoms.numbers, positions=md_atoms.positions, momenta=md_atoms.get_momenta())))
+    md.attach(lambda: frames.append(Atoms(numbers=md_atoms.numbers, positions=md_atoms.positions,
+                                          momenta=md_atoms.get_momenta())))
     md.run(args.steps - 1)
     routes = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -150,7 +151,8 @@ def main(argv=None) -> int:
             routes[route]["csv"] = np.loadtxt(csv, delimiter=",")  # broadened, for the plot
     result = {"modes_cm1": cm1.round(1).tolist(), "ase_infrared_cm1": ase_cm1.round(1).tolist(),
               "harmonic_km_mol": {"model_dipole (ASE Infrared)": ase_km.round(3).tolist(),
-                                  "model_apt": i_apt.round(3).tolist(), "rhf_reference_apt": i_ref.round(3).tolist()},
+                                  "model_apt": i_apt.round(3).tolist(),
+                                  "rhf_reference_apt": i_ref.round(3).tolist()},
               "apt_vs_dipole_derivative_rel": consistency,
               "md": {"timestep_fs": args.timestep, "steps": args.steps,
                      **{f"{r}_route_km_mol": v["areas_km_mol"] for r, v in routes.items()}}}

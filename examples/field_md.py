@@ -48,7 +48,8 @@ def main(argv=None) -> int:
     born = args.checkpoint or crystal.born
     calc = FieldCalculator(HarmonicCalculator(crystal.force_constants, crystal.atoms), [0, 0, args.field], born)
     atoms.calc = calc
-    md = Langevin(atoms, timestep=4 * units.fs, temperature_K=args.temperature, friction=0.02, fixcm=False, rng=np.random.default_rng(0))
+    md = Langevin(atoms, timestep=4 * units.fs, temperature_K=args.temperature, friction=0.02, fixcm=False,
+                  rng=np.random.default_rng(0))
     p_z = []
     md.attach(lambda: p_z.append(calc.get_property("polarization_change", atoms)[2]))
     md.run(args.steps)

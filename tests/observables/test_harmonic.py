@@ -123,3 +123,19 @@ def test_md_current_route_peaks_at_phonopy_to_frequency():
     # LO (7.40 THz) is not seen under periodic (zero-field) boundary conditions; nothing else either
     band = np.abs(spec.freq_thz - to) < 3 * resolution
     assert absorption[~band].max() < 0.02 * absorption.max()
+
+
+def test_field_md_example_runs(capsys):
+    """examples/field_md.py: a short run under a field prints MD and exact eps_0 - eps_inf."""
+    import importlib.util
+
+    _crystal("NaCl")  # skips without the data
+    path = Path(__file__).resolve().parents[2] / "examples" / "field_md.py"
+    spec = importlib.util.spec_from_file_location("field_md", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert module.main(["--data", str(PHONOPY), "--steps", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "exact static response (DFT charges): 3.816" in out
