@@ -115,3 +115,29 @@ def test_cli_errors_are_one_line(tmp_path, checkpoint, capsys):
     assert main(["spectrum", "ir", str(checkpoint), str(tmp_path / "nope.xyz"), "--timestep", "1",
                  "-o", "x.csv"]) == 1
     assert "trajectory not found" in capsys.readouterr().err
+
+
+def test_traj_and_velocities_arrays(tmp_path, make_model):
+    """ASE .traj and an extxyz 'velocities' array (A/fs) give the same current as extxyz momenta."""
+    import ase.io
+
+    model = make_model(targets=("bec", "dipole", "rank2_sum"))
+    xyz = _trajectory(tmp_path / "md.extxyz")
+    frames = list(ase.io.iread(xyz))
+    ase.io.write(tmp_path / "md.traj", frames)
+    plain = []
+    for f in frames:
+        g = f.copy()
+        g.new_array("velocities", f.get_velocities() * units.fs)  # Angstrom/fs
+        del g.arrays["momenta"]
+        plain.append(g)
+    ase.io.write(tmp_path / "vel.extxyz", plain)
+    ref = predict_series(model, xyz, "current").values
+    np.testing.assert_allclose(predict_series(model, tmp_path / "md.traj", "current").values, ref, atol=1e-12)
+    got = predict_series(model, tmp_path / "vel.extxyz", "current", velocity_unit="A/fs").values
+    np.testing.assert_allclose(got, ref, atol=1e-7)  # extxyz keeps 8 decimals
+    (tmp_path / "junk.qqq").write_text("not a trajectory\n")
+    from etgnn.errors import DataError
+
+    with pytest.raises(DataError, match="junk.qqq: cannot read the trajectory with ase.io"):
+        predict_series(model, tmp_path / "junk.qqq", "dipole")

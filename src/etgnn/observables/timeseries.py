@@ -90,12 +90,13 @@ def frame_velocities(atoms, velocity_unit: str = "ase", where: str = "") -> np.n
 
 def _frames(path, index, fmt):
     import ase.io
+    from ase.io.formats import UnknownFileTypeError
 
     if not os.path.isfile(path):
         raise DataError(f"trajectory not found: {path}")
     try:
         yield from ase.io.iread(path, index=index, format=fmt)
-    except (OSError, ValueError, KeyError, IndexError, StopIteration) as exc:
+    except (OSError, ValueError, KeyError, IndexError, UnknownFileTypeError) as exc:
         raise DataError(f"{path}: cannot read the trajectory with ase.io ({type(exc).__name__}: {exc})") from exc
 
 
