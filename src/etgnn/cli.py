@@ -20,6 +20,7 @@ SUBCOMMAND_MODULES = (
     "etgnn.qm.make_dataset",  # make-dataset
     "etgnn.tune",  # tune, sweep
     "etgnn.observables.phonons_cli",  # phonons, export-born
+    "etgnn.observables.spectra_cli",  # spectrum ir, spectrum raman
 )
 
 

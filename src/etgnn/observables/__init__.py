@@ -7,4 +7,10 @@ Modules (each imported on its own, so that an optional dependency is only needed
 - :mod:`etgnn.observables.phonons`: harmonic phonons through phonopy with those tensors: Gamma
   frequencies with LO-TO splitting, mode oscillator strengths (``etgnn phonons``);
   :mod:`etgnn.observables.phonon_bands`: band structures with the NAC and their plots.
+- :mod:`etgnn.observables.spectra`: IR (current and dipole routes) and Raman spectra from time
+  series, :mod:`etgnn.observables.timeseries`: streaming predictions along a trajectory
+  (``etgnn spectrum ir|raman``).
+- :mod:`etgnn.observables.harmonic`: harmonic forces from phonopy force constants;
+  :mod:`etgnn.observables.field`: MD under an electric field (F = q Z^T E);
+  :mod:`etgnn.observables.combined`: one ASE calculator from a force and a dipole calculator.
 """
