@@ -37,6 +37,8 @@ __all__ = [
     "apply_overrides",
     "config_to_dict",
     "read_yaml_mapping",
+    "resolve_paths",
+    "PATH_KEYS",
     "CHOICES",
 ]
 
@@ -95,7 +97,7 @@ class TargetConfig:
     transpose: bool = False  #: swap the two indices of rank-2 inputs
     loss: str = "euclidean"
     weight: float = 1.0
-    unit: str = ""  #: documentation only: the unit of the data
+    unit: str = ""  #: unit of the data, e.g. e, e*Angstrom, Debye, au; the ASE calculator converts with it
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ class DataConfig:
     format: Optional[str] = None
     split: tuple = (0.6, 0.2, 0.2)  #: train/val/test fractions when val/test files are absent
     split_seed: int = 0
-    cache_dir: Optional[str] = ".etgnn_cache"
+    cache_dir: Optional[str] = "user"  #: graph cache folder; "user": the per-user cache (etgnn.data.cache); null: none
     num_workers: int = 2  #: processes building graphs
     max_structures: Optional[int] = None
     sum_rule_threshold: Optional[float] = None  #: drop structures with |sum of per-atom tensor| above (e)
@@ -134,7 +136,8 @@ class TrainingConfig:
     devices: int = 1
     num_nodes: int = 1
     seed: int = 0
-    progress: bool = True
+    progress: bool = True  #: progress bars (shown on a terminal only; one line per epoch is always printed)
+    tensorboard: bool = False  #: also log losses, lr and val metrics to run_dir/tensorboard (pip install tensorboard)
 
 
 @dataclass(frozen=True)
@@ -262,8 +265,10 @@ def load_config(source: Any, overrides: list[str] | None = None) -> Config:
     """Build a validated :class:`Config` from a dict, a YAML path or a ``Config``.
 
     Args:
-        source: mapping, path to a YAML file, or an existing ``Config``.
-        overrides: ``"dotted.key=value"`` strings applied before validation (values parsed as YAML).
+        source: mapping, path to a YAML file, or an existing ``Config``.  Relative paths written
+            in a YAML file (:data:`PATH_KEYS`) resolve against the file's folder.
+        overrides: ``"dotted.key=value"`` strings applied before validation (values parsed as
+            YAML; relative paths in them resolve against the current directory).
 
     Raises:
         ConfigError: unreadable file, unknown key (with the closest valid key), bad value.
@@ -274,7 +279,7 @@ def load_config(source: Any, overrides: list[str] | None = None) -> Config:
     if isinstance(source, Config):
         raw = config_to_dict(source)
     elif isinstance(source, (str, Path)):
-        raw = read_yaml_mapping(source, "config file")
+        raw = resolve_paths(read_yaml_mapping(source, "config file"), Path(source).parent)
     elif isinstance(source, dict):
         raw = source
     else:
@@ -297,6 +302,33 @@ def load_config(source: Any, overrides: list[str] | None = None) -> Config:
     )
     _validate(cfg)
     return cfg
+
+
+#: config entries holding paths: relative ones written in a config file resolve against its folder
+PATH_KEYS = (("data", "train"), ("data", "val"), ("data", "test"), ("data", "cache_dir"), ("run_dir",))
+#: values of path entries that are not paths
+_NOT_PATHS = ("user",)
+
+
+def resolve_paths(raw: dict, folder: Path) -> dict:
+    """Copy of ``raw`` whose relative :data:`PATH_KEYS` are made absolute against ``folder``.
+
+    Absolute paths, ``~/...``, ``etgnn:`` package paths, ``null`` and ``cache_dir: user`` are kept.
+    """
+    import copy
+    import os
+
+    out = copy.deepcopy(raw)
+    for keys in PATH_KEYS:
+        node = out
+        for k in keys[:-1]:
+            node = node.get(k) if isinstance(node, dict) else None
+        value = node.get(keys[-1]) if isinstance(node, dict) else None
+        if not isinstance(value, str) or value in _NOT_PATHS or value.startswith(("etgnn:", "~")):
+            continue
+        if not os.path.isabs(value):
+            node[keys[-1]] = os.path.normpath(os.path.abspath(os.path.join(folder, value)))
+    return out
 
 
 def read_yaml_mapping(path, what: str = "config file") -> dict:
