@@ -20,6 +20,7 @@ SUBCOMMAND_MODULES = (
     "etgnn.qm.make_dataset",  # make-dataset
     "etgnn.tune",  # tune, sweep
     "etgnn.data.cache",  # cache
+    "etgnn.config_reference",  # config-reference
 )
 
 
