@@ -154,7 +154,8 @@ class Predictor:
 
         Args:
             input_path: any file :func:`etgnn.data.readers.iter_structures` reads (extxyz and ASE
-                formats streamed, etgnn's formats such as phonopy BORN or OUTCAR read whole).
+                formats streamed, etgnn's formats such as phonopy BORN or OUTCAR read whole), or
+                ``etgnn:<path>`` for a file shipped with etgnn.
             output_path: ``*.extxyz`` / ``*.xyz``, overwritten; written chunk by chunk into a
                 temporary file that replaces it at the end (an error leaves no partial file).
             format: input format (default: detected).
@@ -169,8 +170,10 @@ class Predictor:
             ConfigError: an output name that is not extxyz.
             DataError: unreadable input, no structures, or a structure the model cannot take.
         """
+        from .data.dataset import resolve_data_path
         from .data.readers import iter_structures
 
+        input_path = resolve_data_path(input_path)  # etgnn:examples_data/... names a shipped file
         output_path = check_output_path(output_path)
         output_path.parent.mkdir(parents=True, exist_ok=True)
         levels = {name: head.level for name, head in self.model.heads.items()}

@@ -153,7 +153,6 @@ def _evaluate(args) -> int:
 
 
 def _predict(args) -> int:
-    from ..data.dataset import resolve_data_path
     from ..predict import Predictor, check_output_path, parse_key_map
 
     batch_size = _positive(args.batch_size, "--batch-size")
@@ -161,7 +160,7 @@ def _predict(args) -> int:
     rename = parse_key_map(args.map)
     model = _load(args.checkpoint, args.device)
     n = Predictor(model, batch_size=batch_size, progress=not args.no_progress).predict_file(
-        resolve_data_path(args.input), args.output, format=args.format, structure_path=args.structure,
+        args.input, args.output, format=args.format, structure_path=args.structure,
         keep_labels=args.keep_labels, rename=rename)
     print(f"{n} structures with predictions written to {args.output}")
     return 0
