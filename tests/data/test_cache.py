@@ -12,7 +12,6 @@ from ase.build import molecule
 import etgnn
 from etgnn.cli import main
 from etgnn.data import dataset as D
-from etgnn.data.cache import resolve_cache_dir, user_cache_dir
 
 
 def _setup(tmp_path):
@@ -47,6 +46,8 @@ def test_corrupt_cache_is_reported_deleted_and_rebuilt(tmp_path, damage):
 
 
 def test_default_cache_folder_is_per_user(monkeypatch, tmp_path):
+    from etgnn.data.cache import resolve_cache_dir, user_cache_dir
+
     assert etgnn.load_config({"targets": {"a": {"key": "a"}}}).data.cache_dir == "user"
     monkeypatch.delenv("ETGNN_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))

@@ -13,7 +13,7 @@ from ase import Atoms
 from ase.build import bulk
 
 import etgnn
-from etgnn.cli import _parse, build_parser, main
+from etgnn.cli import main
 
 
 @pytest.fixture
@@ -27,6 +27,8 @@ def run(config, tmp_path, capsys):
 
 def test_options_and_overrides_in_any_order(run, capsys):
     """Item 6: `train CONFIG --resume training.max_time=60` (docs/training.md) and tune alike."""
+    from etgnn.cli import _parse, build_parser
+
     run_dir, cfg_path, _ = run
     assert main(["train", str(cfg_path), "--resume", "training.max_epochs=3", "--no-progress"]) == 0
     assert "after 3 epochs" in capsys.readouterr().out
