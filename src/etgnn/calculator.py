@@ -102,7 +102,8 @@ class ETGNNCalculator(Calculator):
         targets = self.model.config.targets
         for name in list(self.aliases) + list(units or {}):
             if name not in targets:
-                raise ConfigError(f"ETGNNCalculator: the model has no target {name!r}; its targets: {', '.join(targets)}")
+                raise ConfigError(f"ETGNNCalculator: the model has no target {name!r}; "
+                                  f"its targets: {', '.join(targets)}")
         #: target name -> (ASE property, factor from the target's unit to ASE's)
         self.conversions: dict[str, tuple[str, float]] = {}
         for name, t in targets.items():

@@ -123,7 +123,8 @@ def generate() -> str:
 def add_parser(subparsers) -> None:
     """Register ``etgnn config-reference``."""
     p = subparsers.add_parser("config-reference", help="print (or write) the configuration reference",
-                              description=__doc__.split("\n\n", 1)[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=__doc__.split("\n\n", 1)[0],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-o", "--output", metavar="FILE", help="write here (e.g. docs/config.md) instead of printing")
     p.set_defaults(func=_run)
 

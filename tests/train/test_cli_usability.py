@@ -119,7 +119,8 @@ def test_born_file_with_its_structure_on_the_command_line(tmp_path, capsys):
     assert json.loads((tmp_path / "e.json").read_text())["metrics"]["z"]["n"] == 2
     assert main(["predict", str(tmp_path / "m.pt"), born, "--structure", cell, "-o", str(tmp_path / "p.xyz"),
                  "--no-progress"]) == 0
-    assert main(["predict", str(tmp_path / "m.pt"), born, "--structure", cell, "-o", str(tmp_path / "MgO_pred.BORN")]) == 1
+    assert main(["predict", str(tmp_path / "m.pt"), born, "--structure", cell,
+                 "-o", str(tmp_path / "MgO_pred.BORN")]) == 1
     assert "predictions are written as extended XYZ only" in capsys.readouterr().err
     assert not (tmp_path / "MgO_pred.BORN").exists()
 

@@ -66,7 +66,8 @@ def clean_cache(folder: Path) -> tuple[int, int]:
 def add_parser(subparsers) -> None:
     """Register ``etgnn cache info`` and ``etgnn cache clean``."""
     p = subparsers.add_parser("cache", help="size of the graph cache, or empty it",
-                              description=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=__doc__.split("\n\n", 1)[1],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("action", choices=["info", "clean"], help="info: where and how big; clean: delete the cache files")
     p.add_argument("--dir", metavar="DIR", help="cache folder (default: the per-user folder, or data.cache_dir of "
                    "--config)")

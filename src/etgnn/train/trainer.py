@@ -42,6 +42,7 @@ from .ema import EMA
 from .evaluate import evaluate_loader
 from .losses import total_loss
 from .metrics import METRIC_NAMES
+from .runlog import board_epoch, open_board, remove_partial_files, report_cache, say
 
 __all__ = ["TrainResult", "train"]
 
@@ -176,10 +177,10 @@ def _run(cfg: Config, ctx: ddp.DistContext, resume: bool, callback) -> TrainResu
     tr, run_dir = cfg.training, Path(cfg.run_dir)
     seed_everything(tr.seed)
     if ctx.is_main and resume:
-        _remove_partial_files(run_dir)
+        remove_partial_files(run_dir)
     splits = make_splits(cfg, progress=tr.progress) if ctx.is_main else None
     if ctx.is_main:
-        _report_cache(cfg)
+        report_cache(cfg)
     ddp.barrier(ctx)  # rank 0 filled the graph cache; the others read it
     if splits is None:
         splits = make_splits(cfg, progress=False)
@@ -208,7 +209,7 @@ def _run(cfg: Config, ctx: ddp.DistContext, resume: bool, callback) -> TrainResu
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
         log.start(keep_until=state.epoch)
-    board = _tensorboard(cfg, state.epoch) if ctx.is_main and tr.tensorboard else None
+    board = open_board(cfg, state.epoch) if ctx.is_main and tr.tensorboard else None
 
     train_set = splits["train"]
     if ctx.distributed:
@@ -233,7 +234,7 @@ def _run(cfg: Config, ctx: ddp.DistContext, resume: bool, callback) -> TrainResu
         if not complete:  # max_time inside the epoch: a fragment is not an epoch
             stopped, mid_epoch = "max_time", True
             if ctx.is_main:
-                _say(f"stopped mid-epoch {epoch}: training.max_time reached; the partial epoch is discarded "
+                say(f"stopped mid-epoch {epoch}: training.max_time reached; the partial epoch is discarded "
                      f"(not logged, not a candidate for {BEST}; --resume replays it)")
             break
         if ema is not None:
@@ -252,8 +253,8 @@ def _run(cfg: Config, ctx: ddp.DistContext, resume: bool, callback) -> TrainResu
         if ctx.is_main:
             log.append(epoch, state.elapsed, lr, train_loss, val_loss, val_metrics)
             if board is not None:
-                _board_epoch(board, epoch, lr, train_loss, val_loss, val_metrics)
-            _say(f"epoch {epoch}: train loss {train_loss:.5g}, val loss {val_loss:.5g}, lr {lr:.3g}"
+                board_epoch(board, epoch, lr, train_loss, val_loss, val_metrics)
+            say(f"epoch {epoch}: train loss {train_loss:.5g}, val loss {val_loss:.5g}, lr {lr:.3g}"
                  + (" *" if improved else ""))
             fields = _checkpoint_fields(cfg, model, opt, sched, ema, state, norm, epoch)
             if improved:
@@ -325,59 +326,6 @@ def _train_epoch(net, model, loader, opt, ema, cfg: Config, ctx: ddp.DistContext
         bar.close()
     ddp.all_reduce_sum(totals, ctx)
     return float(totals[0] / totals[1].clamp(min=1)), complete
-
-
-def _say(message: str) -> None:
-    """One line on stdout (rank 0), written around any progress bar."""
-    from tqdm.auto import tqdm
-
-    tqdm.write(message)
-
-
-def _remove_partial_files(run_dir: Path) -> None:
-    """Delete temporary files a killed session left (``.last.ckpt.tmp1234``, ...) before resuming."""
-    for name in (BEST, LAST, "metrics.json"):
-        for tmp in run_dir.glob(f".{name}.tmp*"):
-            if tmp.name[len(name) + 5 :].isdigit():
-                tmp.unlink(missing_ok=True)
-                _say(f"removed {tmp.name}, left by an interrupted session")
-
-
-def _report_cache(cfg: Config) -> None:
-    from ..data.cache import describe_cache, resolve_cache_dir
-
-    folder = resolve_cache_dir(cfg.data.cache_dir)
-    if folder is not None:
-        _say(describe_cache(folder))
-
-
-def _tensorboard(cfg: Config, last_epoch: int):
-    """A SummaryWriter on ``run_dir/tensorboard``; a resumed run drops events after ``last_epoch``."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise ConfigError("training.tensorboard: true needs the tensorboard package: "
-                          "pip install 'etgnn[tensorboard]' (or pip install tensorboard)") from None
-    return SummaryWriter(str(Path(cfg.run_dir) / "tensorboard"), purge_step=last_epoch + 1 if last_epoch >= 0 else None)
-
-
-def _board_epoch(board, epoch: int, lr: float, train_loss: float, val_loss: float, metrics: dict) -> None:
-    """Losses, learning rate and every validation metric of one epoch (step = epoch)."""
-    board.add_scalar("loss/train", train_loss, epoch)
-    board.add_scalar("loss/val", val_loss, epoch)
-    board.add_scalar("lr", lr, epoch)
-    for tag, value in _scalars(metrics, "val"):
-        board.add_scalar(tag, value, epoch)
-    board.flush()
-
-
-def _scalars(tree, prefix: str):
-    """``(tag, number)`` for every number in a nested dict of metrics (``val/apt/mae``, ...)."""
-    if isinstance(tree, dict):
-        for key, value in tree.items():
-            yield from _scalars(value, f"{prefix}/{key}")
-    elif isinstance(tree, (int, float)) and not isinstance(tree, bool):
-        yield prefix, float(tree)
 
 
 def _callback_failed(callback, epoch: int, val_loss: float, ctx: ddp.DistContext) -> bool:
