@@ -90,6 +90,36 @@ def test_born_input_writes_structure_and_predictions_and_flattened_labels(model,
     np.testing.assert_allclose(z, src.arrays[BORN_CHARGES])
     np.testing.assert_allclose(np.diag(z[0]), [1.1, 1.1, 1.1])
     np.testing.assert_allclose(np.reshape(kept.info["dielectric_tensor"], (3, 3)), 2.4 * np.eye(3))
+    Predictor(model).predict_file(born, tmp_path / "r.extxyz", keep_labels=True,
+                                  rename={"becs": BORN_CHARGES, "z": "dielectric_tensor"})
+    (renamed,) = read_structures(tmp_path / "r.extxyz")
+    np.testing.assert_allclose(renamed.arrays["becs"].reshape(-1, 3, 3), src.arrays[BORN_CHARGES])
+    assert renamed.arrays["z"].shape == (2, 9)  # the prediction keeps its name ...
+    np.testing.assert_allclose(np.reshape(renamed.info["z_input"], (3, 3)), 2.4 * np.eye(3))  # ... the label moves
+
+
+def test_streaming_reader_prepares_frames_like_the_training_reader(tmp_path):
+    """One reader: iter_structures (prediction) gives what read_structures (training) gives."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from etgnn.data.readers import iter_structures
+
+    frames = []
+    for k, atoms in enumerate(_frames(3)):
+        atoms.cell, atoms.pbc = np.zeros((3, 3)), True  # the 'pbc="T T T"' molecule quirk
+        atoms.calc = SinglePointCalculator(atoms, energy=-1.0 - k, forces=np.full((len(atoms), 3), 0.1 * k),
+                                           stress=np.arange(6.0) + k, dipole=[0.1, 0.2, 0.3 * k])
+        frames.append(atoms)
+    ase.io.write(tmp_path / "t.extxyz", frames, format="extxyz")
+    whole, streamed = read_structures(tmp_path / "t.extxyz"), list(iter_structures(tmp_path / "t.extxyz"))
+    for a, b in zip(whole, streamed, strict=True):
+        assert a.calc is None and b.calc is None and not b.pbc.any()
+        assert set(a.info) == set(b.info) and set(a.arrays) == set(b.arrays)
+        for key in a.info:
+            np.testing.assert_array_equal(a.info[key], b.info[key])
+        for key in a.arrays:
+            np.testing.assert_array_equal(a.arrays[key], b.arrays[key])
+        assert b.info["stress"].shape == (3, 3) and b.arrays["forces"].shape == (len(b), 3)
 
 
 @pytest.mark.parametrize("suffix", [".BORN", ".cif", ".json", ""])
