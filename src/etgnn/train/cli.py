@@ -105,11 +105,8 @@ def _train(args) -> int:
 
     overrides = list(args.overrides) + (["training.progress=false"] if args.no_progress else [])
     cfg = load_config(args.config, overrides)
-    main_rank = os.environ.get("RANK", "0") == "0"  # torchrun: rank 0 reports
-    if main_rank:
-        print(f"run directory: {cfg.run_dir}", flush=True)
-    result = train(cfg, resume=args.resume)
-    if not main_rank:
+    result = train(cfg, resume=args.resume)  # prints the run directory first
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports
         return 0
     how = f"{result.stopped} (mid-epoch {result.epochs_run}, discarded)" if result.mid_epoch else result.stopped
     print(f"stopped: {how} after {result.epochs_run} epochs; best epoch {result.best_epoch}, "

@@ -176,6 +176,8 @@ def _run(cfg: Config, ctx: ddp.DistContext, resume: bool, callback) -> TrainResu
     t0 = time.monotonic()
     tr, run_dir = cfg.training, Path(cfg.run_dir)
     seed_everything(tr.seed)
+    if ctx.is_main:
+        say(f"run directory: {run_dir}")
     if ctx.is_main and resume:
         remove_partial_files(run_dir)
     splits = make_splits(cfg, progress=tr.progress) if ctx.is_main else None
