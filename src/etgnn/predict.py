@@ -333,12 +333,12 @@ def check_targets_present(atoms: Atoms, config, source: str) -> None:
         DataError: naming every target the checkpoint expects, the fields missing from this data
             and the fields it has, and how to map them (``--map KEY=FIELD``).
     """
-    from .data.labels import LabelSpec, _available, _lookup
+    from .data.labels import _available, _lookup
 
     missing = []
-    for name, t in config.targets.items():
+    for t in config.targets.values():
         try:
-            _lookup(atoms, LabelSpec(t.key, t.level, t.rank).key, source)
+            _lookup(atoms, t.key, source)
         except DataError:
             missing.append(t.key)
     if missing:
