@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from ase.build import molecule
-
-import etgnn
 from ase.units import Bohr, Debye
 
+import etgnn
 from etgnn.calculator import ETGNNCalculator
 from etgnn.errors import ConfigError
 from etgnn.tensors import random_rotation, rotate
