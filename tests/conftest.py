@@ -200,3 +200,17 @@ def _assert_differs_fixture():
 def _perturb_fixture():
     """:func:`perturb_`: randomise every parameter and the head buffers of a model in place."""
     return perturb_
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_graph_cache(tmp_path_factory):
+    """The per-user graph cache (``data.cache_dir: user``) points into a temporary folder in tests."""
+    import os
+
+    old = os.environ.get("ETGNN_CACHE_DIR")
+    os.environ["ETGNN_CACHE_DIR"] = str(tmp_path_factory.mktemp("etgnn_cache"))
+    yield
+    if old is None:
+        os.environ.pop("ETGNN_CACHE_DIR", None)
+    else:
+        os.environ["ETGNN_CACHE_DIR"] = old

@@ -5,16 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from ase.build import molecule
+from ase.units import Bohr, Debye
 
 import etgnn
 from etgnn.calculator import ETGNNCalculator
+from etgnn.errors import ConfigError
 from etgnn.tensors import random_rotation, rotate
 
 CONFIG = {
     "model": {"hidden_channels": 8, "triplet_channels": 8, "num_blocks": 1, "dtype": "float64"},
     "targets": {
         "forces": {"key": "forces", "level": "atom", "rank": 1},
-        "mu": {"key": "mu", "level": "structure", "rank": 1, "reduce": "sum"},
+        "mu": {"key": "mu", "level": "structure", "rank": 1, "reduce": "sum", "unit": "e*bohr"},
         "alpha": {"key": "alpha", "level": "structure", "rank": 2, "reduce": "sum", "symmetry": "ij=ji"},
     },
 }
@@ -37,7 +39,8 @@ def test_calculator_matches_predict_and_serves_ase_getters(model, tmp_path):
     model.save(path)
     atoms.calc = ETGNNCalculator(path, aliases={"mu": "dipole"})
     np.testing.assert_allclose(atoms.get_forces(), ref["forces"], atol=1e-12)
-    np.testing.assert_allclose(atoms.get_dipole_moment(), ref["mu"], atol=1e-12)
+    np.testing.assert_allclose(atoms.get_dipole_moment(), ref["mu"] * Bohr, atol=1e-12)  # e*bohr -> e*Angstrom
+    np.testing.assert_allclose(atoms.calc.get_property("mu", atoms), ref["mu"], atol=1e-12)  # training units
     np.testing.assert_allclose(atoms.calc.get_property("alpha", atoms), ref["alpha"], atol=1e-12)
     assert np.abs(ref["forces"]).max() > 1e-3
 
@@ -62,3 +65,26 @@ def test_calculator_recomputes_after_moving_atoms(model):
     f0 = atoms.get_forces().copy()
     atoms.positions[0] += [0.1, 0.0, 0.0]
     assert not np.allclose(atoms.get_forces(), f0)
+
+
+def test_calculator_is_exported_and_converts_declared_units(model):
+    """Debye and atomic units become ASE's e*Angstrom (1 D = 0.2081943 e*A, 1 e*bohr = 0.5291772 e*A)."""
+    assert etgnn.ETGNNCalculator is ETGNNCalculator
+    atoms = molecule("H2O")
+    raw = model.predict(atoms)[0]["mu"]
+    for unit, factor in (("Debye", 0.2081943), ("au", 0.5291772), ("e*Angstrom", 1.0), ("e * angstrom", 1.0)):
+        atoms.calc = ETGNNCalculator(model, aliases={"mu": "dipole"}, units={"mu": unit})
+        np.testing.assert_allclose(atoms.get_dipole_moment(), raw * factor, rtol=1e-6)
+    assert Debye == pytest.approx(0.2081943, rel=1e-6) and Bohr == pytest.approx(0.5291772, rel=1e-6)
+
+
+def test_calculator_refuses_an_alias_without_a_known_unit(model):
+    with pytest.raises(ConfigError, match=r"target 'mu' has unit 'furlong', which etgnn cannot convert to "
+                                          r"ASE's 'dipole' \(e\*Angstrom\); declare it in the training config "
+                                          r"\(targets.mu.unit: one of e\*Angstrom, Debye, e\*bohr, au\)"):
+        ETGNNCalculator(model, aliases={"mu": "dipole"}, units={"mu": "furlong"})
+    bare = etgnn.build_model({**CONFIG, "targets": {"mu": {**CONFIG["targets"]["mu"], "unit": ""}}})
+    with pytest.raises(ConfigError, match="target 'mu' declares no unit, so it cannot be served as ASE's 'dipole'"):
+        ETGNNCalculator(bare, aliases={"mu": "dipole"})
+    with pytest.raises(ConfigError, match=r"target 'alpha' \(structure, rank 2\) cannot serve ASE's 'dipole'"):
+        ETGNNCalculator(model, aliases={"alpha": "dipole"})

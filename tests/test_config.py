@@ -48,8 +48,9 @@ def test_yaml_files_round_trip_and_bad_files(tmp_path):
     import yaml
 
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(config_to_dict(load_config(BASE))))
-    assert load_config(path) == load_config(BASE)
+    absolute = {**BASE, "run_dir": str(tmp_path / "runs" / "x")}
+    path.write_text(yaml.safe_dump(config_to_dict(load_config(absolute))))
+    assert load_config(path) == load_config(absolute)
     path.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="config file .*top level must be a mapping, got list"):
         load_config(path)
@@ -59,3 +60,34 @@ def test_yaml_files_round_trip_and_bad_files(tmp_path):
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_config(tmp_path / "missing.yaml")
     assert isinstance(etgnn.load_config(BASE), etgnn.Config)
+
+
+def test_relative_paths_in_a_file_resolve_against_its_folder(tmp_path, monkeypatch):
+    """Issue 11 item 8: not against the current directory; command-line overrides do use it."""
+    import yaml
+
+    folder = tmp_path / "project" / "configs"
+    folder.mkdir(parents=True)
+    raw = {**BASE, "data": {"train": "../data/train.xyz", "val": "val.xyz", "test": "/abs/test.xyz",
+                            "cache_dir": "cache"}, "run_dir": "../runs/a"}
+    (folder / "c.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config("project/configs/c.yaml", ["data.val=here.xyz"])
+    assert cfg.data.train == str(tmp_path / "project" / "data" / "train.xyz")
+    assert cfg.data.test == "/abs/test.xyz" and cfg.data.val == "here.xyz"
+    assert cfg.data.cache_dir == str(folder / "cache") and cfg.run_dir == str(tmp_path / "project" / "runs" / "a")
+    (folder / "d.yaml").write_text(yaml.safe_dump({**BASE, "data": {"train": "etgnn:examples_data/molecules.extxyz",
+                                                                    "cache_dir": "user"}}))
+    cfg = load_config(folder / "d.yaml")
+    assert cfg.data.train == "etgnn:examples_data/molecules.extxyz" and cfg.data.cache_dir == "user"
+
+
+def test_shipped_examples_load_and_point_at_the_shared_data():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted((root / "examples").glob("*.yaml")):
+        cfg = load_config(path)
+        assert Path(cfg.run_dir).parent == root / "runs", path.name
+        train = cfg.data.train
+        assert train.startswith("etgnn:") or Path(train).is_relative_to(root.parent / "shared" / "data"), path.name

@@ -21,7 +21,32 @@ SUBCOMMAND_MODULES = (
     "etgnn.tune",  # tune, sweep
     "etgnn.observables.phonons_cli",  # phonons, export-born
     "etgnn.observables.spectra_cli",  # spectrum ir, spectrum raman
+    "etgnn.data.cache",  # cache
+    "etgnn.config_reference",  # config-reference
 )
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"etgnn: warning: {message}", file=sys.stderr if file is None else file)
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse with options and ``KEY=VALUE`` overrides in any order.
+
+    argparse stops filling a ``KEY=VALUE ...`` positional at the first option, so overrides after
+    an option (``train CONFIG --resume training.max_time=60``) come back as extras; they join the
+    subcommand's overrides, in the order given.  Anything else unknown is an error of the
+    subcommand (its usage line, not the top-level one).
+    """
+    args, extras = parser.parse_known_args(argv)
+    takes_overrides = isinstance(getattr(args, "overrides", None), list)
+    stray = [e for e in extras if not (takes_overrides and "=" in e and not e.startswith("-"))]
+    if stray:
+        sub = parser.subcommands.get(getattr(args, "command", None), parser)
+        sub.error(f"unrecognized arguments: {' '.join(stray)}")
+    if takes_overrides:
+        args.overrides = list(args.overrides) + [e for e in extras if e not in stray]
+    return args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,17 +64,22 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # subcommand not part of this build
             raise
         module.add_parser(sub)
+    parser.subcommands = dict(sub.choices)  # name -> subcommand parser (for its error messages)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning  # no source lines for command-line users
+            return int(args.func(args) or 0)
     except EtgnnError as exc:
         print(f"etgnn: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

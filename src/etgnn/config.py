@@ -37,6 +37,8 @@ __all__ = [
     "apply_overrides",
     "config_to_dict",
     "read_yaml_mapping",
+    "resolve_paths",
+    "PATH_KEYS",
     "CHOICES",
 ]
 
@@ -62,20 +64,20 @@ class ModelConfig:
     cutoff: float = 6.0  #: edge cutoff, Angstrom
     triplet_cutoff: float = 4.0  #: only edges shorter than this form triplets, Angstrom
     max_neighbors: Optional[int] = None  #: keep nearest N only; breaks exact site symmetry
-    hidden_channels: int = 128
-    triplet_channels: int = 128
-    num_blocks: int = 4
-    int_emb_size: int = 64
-    basis_emb_size: int = 8
-    num_radial: int = 6
-    num_spherical: int = 7
-    envelope_exponent: int = 5
-    activation: str = "elu"
-    cutoff_function: str = "cosine"
-    radial_basis: str = "bessel"
-    dtype: str = "float32"
-    seed: int = 0
-    smooth_triplets: bool = True  #: damp every triplet message by g(r_a) g(r_b): continuous at triplet_cutoff (false only for etgnn 0.1.0 checkpoints)
+    hidden_channels: int = 128  #: width of the atom and edge embeddings and messages
+    triplet_channels: int = 128  #: width of the triplet-feature stream (three-body terms)
+    num_blocks: int = 4  #: interaction (message-passing) blocks
+    int_emb_size: int = 64  #: width of the per-triplet angular messages (DimeNet++ interaction)
+    basis_emb_size: int = 8  #: bottleneck of the radial / angular basis projections
+    num_radial: int = 6  #: radial basis functions per edge
+    num_spherical: int = 7  #: Legendre polynomials P_0..P_{L-1} of the triplet angle
+    envelope_exponent: int = 5  #: exponent of the polynomial envelope (cutoff_function: polynomial)
+    activation: str = "elu"  #: nonlinearity of every MLP
+    cutoff_function: str = "cosine"  #: smooth cutoff of the edge lengths: cosine, or a polynomial envelope
+    radial_basis: str = "bessel"  #: radial basis of the edge lengths
+    dtype: str = "float32"  #: floating-point precision of weights and predictions
+    seed: int = 0  #: seed of the weight initialisation
+    smooth_triplets: bool = True  #: damp every triplet message by g(r_a) g(r_b), so predictions are continuous at triplet_cutoff (false only for etgnn 0.1.0 checkpoints)
 
 
 @dataclass(frozen=True)
@@ -99,22 +101,22 @@ class TargetConfig:
     transpose: bool = False  #: swap the two indices of rank-2 inputs
     loss: str = "euclidean"
     weight: float = 1.0
-    unit: str = ""  #: documentation only: the unit of the data
+    unit: str = ""  #: unit of the data, e.g. e, e*Angstrom, Debye, au; the ASE calculator converts with it
 
 
 @dataclass(frozen=True)
 class DataConfig:
     """Where the data comes from and how it is split."""
 
-    train: Optional[str] = None
-    val: Optional[str] = None
-    test: Optional[str] = None
-    format: Optional[str] = None
+    train: Optional[str] = None  #: training data file or folder (any reader format, or etgnn:<path> for shipped data)
+    val: Optional[str] = None  #: validation data; default: a random part of data.train (data.split)
+    test: Optional[str] = None  #: test data; default: a random part of data.train (data.split)
+    format: Optional[str] = None  #: reader format (docs/data_formats.md); default: detected from the name
     split: tuple = (0.6, 0.2, 0.2)  #: train/val/test fractions when val/test files are absent
-    split_seed: int = 0
-    cache_dir: Optional[str] = ".etgnn_cache"
+    split_seed: int = 0  #: seed of the random train/val/test split
+    cache_dir: Optional[str] = "user"  #: graph cache folder; "user": the per-user cache (etgnn.data.cache); null: none
     num_workers: int = 2  #: processes building graphs
-    max_structures: Optional[int] = None
+    max_structures: Optional[int] = None  #: read only the first N structures of each file (quick trials)
     sum_rule_threshold: Optional[float] = None  #: drop structures with |sum of per-atom tensor| above (e)
 
 
@@ -122,34 +124,35 @@ class DataConfig:
 class TrainingConfig:
     """Optimisation settings (AdamW, learning rate x0.5 on plateau)."""
 
-    max_epochs: int = 500
+    max_epochs: int = 500  #: stop after this many epochs
     max_time: Optional[float] = None  #: wall-clock budget, minutes
-    batch_size: int = 16
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    lr_factor: float = 0.5
-    lr_patience: int = 10
-    min_lr: float = 1e-6
-    early_stopping_patience: int = 40
-    grad_clip: Optional[float] = 10.0
-    ema_decay: Optional[float] = None
-    device: str = "auto"
-    strategy: str = "auto"
-    devices: int = 1
-    num_nodes: int = 1
-    seed: int = 0
-    progress: bool = True
+    batch_size: int = 16  #: structures per optimisation step
+    lr: float = 1e-3  #: initial AdamW learning rate
+    weight_decay: float = 0.01  #: AdamW weight decay
+    lr_factor: float = 0.5  #: learning rate x this when the validation loss plateaus
+    lr_patience: int = 10  #: epochs without improvement before the learning rate drops
+    min_lr: float = 1e-6  #: lower bound of the learning rate
+    early_stopping_patience: int = 40  #: stop after this many epochs without a significant improvement
+    grad_clip: Optional[float] = 10.0  #: clip the gradient norm to this; null: no clipping
+    ema_decay: Optional[float] = None  #: EMA decay of the weights (e.g. 0.99); the EMA weights are evaluated and saved
+    device: str = "auto"  #: auto: cuda if available, else cpu
+    strategy: str = "auto"  #: ddp: distributed data parallel over training.devices processes
+    devices: int = 1  #: processes (GPUs or CPU workers) per node with strategy ddp
+    num_nodes: int = 1  #: nodes with strategy ddp (start them with torchrun)
+    seed: int = 0  #: seed of the shuffling and of every random number of an epoch
+    progress: bool = True  #: progress bars (shown on a terminal only; one line per epoch is always printed)
+    tensorboard: bool = False  #: also log losses, lr and val metrics to run_dir/tensorboard (pip install tensorboard)
 
 
 @dataclass(frozen=True)
 class Config:
     """The whole configuration."""
 
-    targets: dict = field(default_factory=dict)  #: name -> TargetConfig
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    training: TrainingConfig = field(default_factory=TrainingConfig)
-    run_dir: str = "runs/etgnn"
+    targets: dict = field(default_factory=dict)  #: one entry per target, name -> settings (section targets.NAME)
+    model: ModelConfig = field(default_factory=ModelConfig)  #: backbone hyperparameters (section model)
+    data: DataConfig = field(default_factory=DataConfig)  #: data files and splits (section data)
+    training: TrainingConfig = field(default_factory=TrainingConfig)  #: optimisation settings (section training)
+    run_dir: str = "runs/etgnn"  #: output folder of a training run (checkpoints, logs, metrics, plots)
 
 
 def _unknown_key(key: str, valid, where: str) -> ConfigError:
@@ -266,8 +269,10 @@ def load_config(source: Any, overrides: list[str] | None = None) -> Config:
     """Build a validated :class:`Config` from a dict, a YAML path or a ``Config``.
 
     Args:
-        source: mapping, path to a YAML file, or an existing ``Config``.
-        overrides: ``"dotted.key=value"`` strings applied before validation (values parsed as YAML).
+        source: mapping, path to a YAML file, or an existing ``Config``.  Relative paths written
+            in a YAML file (:data:`PATH_KEYS`) resolve against the file's folder.
+        overrides: ``"dotted.key=value"`` strings applied before validation (values parsed as
+            YAML; relative paths in them resolve against the current directory).
 
     Raises:
         ConfigError: unreadable file, unknown key (with the closest valid key), bad value.
@@ -278,7 +283,7 @@ def load_config(source: Any, overrides: list[str] | None = None) -> Config:
     if isinstance(source, Config):
         raw = config_to_dict(source)
     elif isinstance(source, (str, Path)):
-        raw = read_yaml_mapping(source, "config file")
+        raw = resolve_paths(read_yaml_mapping(source, "config file"), Path(source).parent)
     elif isinstance(source, dict):
         raw = source
     else:
@@ -301,6 +306,33 @@ def load_config(source: Any, overrides: list[str] | None = None) -> Config:
     )
     _validate(cfg)
     return cfg
+
+
+#: config entries holding paths: relative ones written in a config file resolve against its folder
+PATH_KEYS = (("data", "train"), ("data", "val"), ("data", "test"), ("data", "cache_dir"), ("run_dir",))
+#: values of path entries that are not paths
+_NOT_PATHS = ("user",)
+
+
+def resolve_paths(raw: dict, folder: Path) -> dict:
+    """Copy of ``raw`` whose relative :data:`PATH_KEYS` are made absolute against ``folder``.
+
+    Absolute paths, ``~/...``, ``etgnn:`` package paths, ``null`` and ``cache_dir: user`` are kept.
+    """
+    import copy
+    import os
+
+    out = copy.deepcopy(raw)
+    for keys in PATH_KEYS:
+        node = out
+        for k in keys[:-1]:
+            node = node.get(k) if isinstance(node, dict) else None
+        value = node.get(keys[-1]) if isinstance(node, dict) else None
+        if not isinstance(value, str) or value in _NOT_PATHS or value.startswith(("etgnn:", "~")):
+            continue
+        if not os.path.isabs(value):
+            node[keys[-1]] = os.path.normpath(os.path.abspath(os.path.join(folder, value)))
+    return out
 
 
 def read_yaml_mapping(path, what: str = "config file") -> dict:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import os
-import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from ase import Atoms
 from torch import Tensor, nn
 
 from . import __version__
+from ._warnings import UnseenElementWarning, warn
 from .config import Config, config_to_dict, load_config
 from .data import keys as K
 from .data.batch import collate, to_device
@@ -99,49 +99,33 @@ class ETGNN(nn.Module):
         m = self.config.model
         return build_graph(atoms, m.cutoff, m.triplet_cutoff, m.max_neighbors, where=where)
 
-    @torch.no_grad()
     def predict(self, structures: Atoms | Iterable[Atoms], batch_size: int = 32,
                 progress: bool = False) -> list[dict[str, np.ndarray]]:
-        """Predict every target for one or many structures.
+        """Predict every target for one or many structures (see :class:`etgnn.predict.Predictor`).
 
         Args:
             structures: an ``ase.Atoms`` or an iterable of them (a long trajectory is streamed in
-                batches).
+                batches, the next batch's graphs built in a background thread).
             batch_size: structures per forward pass.
-            progress: show a progress bar.
+            progress: show a progress bar (only when stderr is a terminal).
 
         Returns:
             one dict per structure, ``{target: array}``: per-atom targets (n_atoms, 3, ...),
             per-structure targets (3, ...), float64, in the units of the training data.
         """
-        if isinstance(structures, Atoms):
-            structures = [structures]
-        was_training = self.training
-        self.eval()
-        results: list[dict[str, np.ndarray]] = []
-        total = len(structures) if isinstance(structures, Sequence) else None
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
+        from .predict import Predictor
 
-            bar = tqdm(total=total, unit="structure", desc="predict")
-        try:
-            for chunk in _chunks(structures, batch_size):
-                offset = len(results)
-                graphs = [self.graph(a, where=f"structure {offset + k}") for k, a in enumerate(chunk)]
-                results.extend(self.predict_graphs(graphs))
-                if bar is not None:
-                    bar.update(len(chunk))
-        finally:
-            if bar is not None:
-                bar.close()
-            self.train(was_training)
-        return results
+        return Predictor(self, batch_size=batch_size, progress=progress).predict(structures)
 
     @torch.no_grad()
-    def predict_graphs(self, graphs: Sequence[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
-        """Like :meth:`predict` for graphs already built by :meth:`graph`."""
-        self._check_elements(graphs)
+    def predict_graphs(self, graphs: Sequence[dict[str, np.ndarray]],
+                       where: Sequence[str] | None = None) -> list[dict[str, np.ndarray]]:
+        """Like :meth:`predict` for graphs already built by :meth:`graph`.
+
+        ``where`` names each graph in messages (default ``"structure <k>"``, k its position).
+        """
+        where = list(where) if where is not None else [f"structure {k}" for k in range(len(graphs))]
+        self._check_elements(graphs, where)
         batch = to_device(collate(graphs, dtype=self.dtype), self.device)
         out = self(batch)
         n_atoms = batch[K.N_ATOMS].cpu().numpy()
@@ -153,12 +137,12 @@ class ETGNN(nn.Module):
                 arr = value.detach().cpu().double().numpy()
                 item[name] = arr[bounds[g] : bounds[g + 1]] if self.heads[name].level == "atom" else arr[g]
                 if not np.isfinite(item[name]).all():
-                    raise EtgnnError(f"structure {g}: prediction of {name!r} is not finite")
+                    raise EtgnnError(f"{where[g]}: prediction of {name!r} is not finite")
             split.append(item)
         return split
 
-    def _check_elements(self, graphs: Sequence[dict[str, np.ndarray]]) -> None:
-        """Warn when a structure holds an element the model was never trained on."""
+    def _check_elements(self, graphs: Sequence[dict[str, np.ndarray]], where: Sequence[str]) -> None:
+        """Warn (naming the file and structure) when a structure holds an element never trained on."""
         seen = self.elements_seen.cpu().numpy()
         if not seen.any():
             return
@@ -168,8 +152,8 @@ class ETGNN(nn.Module):
                 from ase.data import chemical_symbols
 
                 names = ", ".join(chemical_symbols[z] for z in unseen)
-                warnings.warn(f"structure {k} of this batch contains element(s) {names} absent from the "
-                              "training data: its predictions are extrapolations", stacklevel=3)
+                warn(f"{where[k]} contains element(s) {names} absent from the training data: its predictions "
+                     "are extrapolations", UnseenElementWarning)
 
     # ------------------------------------------------------------------ persistence
     def checkpoint(self) -> dict:
@@ -184,17 +168,6 @@ class ETGNN(nn.Module):
     def save(self, path: str | os.PathLike) -> None:
         """Write the model to ``path`` atomically (temporary file + rename)."""
         save_atomic(self.checkpoint(), path)
-
-
-def _chunks(items: Iterable, size: int):
-    chunk = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 def save_atomic(obj, path: str | os.PathLike) -> None:

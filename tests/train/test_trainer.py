@@ -126,14 +126,45 @@ def test_sigkill_mid_epoch_then_resume(config, tmp_path):
     assert [r["epoch"] for r in read_log(tmp_path / "run")] == ["0", "1", "2"]
 
 
-def test_max_time_stops_inside_the_first_epoch(config, monkeypatch):
+def test_max_time_stops_inside_the_first_epoch(config, monkeypatch, tmp_path, capsys):
+    """Issue 11 item 4: a fragment of an epoch is not an epoch (not logged, never best.ckpt)."""
     steps = []
     original = trainer_mod.total_loss
     monkeypatch.setattr(trainer_mod, "total_loss", lambda *a, **k: steps.append(1) or original(*a, **k))
-    result = train(config(max_epochs=50, max_time=1e-6))
-    assert result.stopped == "max_time" and result.epochs_run == 1
+    with pytest.warns(UserWarning, match=r"no epoch completed within training.max_time=1e-06 minutes"):
+        result = train(config(max_epochs=50, max_time=1e-6))
     assert len(steps) == 1, "the epoch should stop after its first batch once the budget is spent"
-    assert "val" in result.metrics  # still evaluated and saved cleanly
+    assert result.stopped == "max_time" and result.mid_epoch and result.epochs_run == 0 and result.best_epoch == -1
+    assert "stopped mid-epoch 0: training.max_time reached; the partial epoch is discarded" in capsys.readouterr().out
+    run = tmp_path / "run"
+    assert read_log(run) == [] and not (run / "best.ckpt").exists() and not (run / "last.ckpt").exists()
+    assert json.loads((run / "metrics.json").read_text())["stopped_mid_epoch"] is True
+
+
+def test_max_time_mid_epoch_after_full_epochs_keeps_the_full_ones(config, tmp_path, capsys):
+    train(config(max_epochs=2))
+    log_before = read_log(tmp_path / "run")
+    best_before = load_checkpoint(tmp_path / "run" / "best.ckpt")["epoch"]
+    result = train(config(max_epochs=6, max_time=1e-6), resume=True)  # budget spent inside epoch 2
+    assert result.mid_epoch and result.stopped == "max_time" and result.epochs_run == 2
+    assert result.best_epoch == best_before and "val" in result.metrics  # the best full epoch, evaluated
+    assert read_log(tmp_path / "run") == log_before
+    assert load_checkpoint(tmp_path / "run" / "last.ckpt")["epoch"] == 1
+    assert "stopped mid-epoch 2" in capsys.readouterr().out
+
+
+def test_resume_removes_temporary_files_of_a_killed_session(config, tmp_path, capsys):
+    """Issue 11 item 5: a SIGKILL during checkpointing leaves .last.ckpt.tmpNNNN behind."""
+    train(config(max_epochs=1))
+    run = tmp_path / "run"
+    junk = [run / ".last.ckpt.tmp4242", run / ".best.ckpt.tmp17", run / ".metrics.json.tmp99"]
+    for path in junk:
+        path.write_bytes(b"half a checkpoint")
+    keep = run / ".last.ckpt.tmp-notes"  # not a name etgnn writes
+    keep.write_text("mine")
+    train(config(max_epochs=2), resume=True)
+    assert not any(p.exists() for p in junk) and keep.exists()
+    assert "removed .last.ckpt.tmp4242, left by an interrupted session" in capsys.readouterr().out
 
 
 def test_lr_halves_on_plateau_then_early_stopping(config, tmp_path):

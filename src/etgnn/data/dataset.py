@@ -23,8 +23,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from .._warnings import warn
 from ..config import Config
 from ..errors import DataError
+from .cache import resolve_cache_dir
 from . import keys as K
 from .batch import collate
 from .graph import build_graph
@@ -150,7 +152,8 @@ class _Cache:
         self.db.close()
 
 
-def load_structures_dataset(path, config: Config, *, progress: bool = True, format: str | None = None) -> GraphDataset:
+def load_structures_dataset(path, config: Config, *, progress: bool = True, format: str | None = None,
+                            structure_path=None) -> GraphDataset:
     """Read a data file, extract every target's labels and build the graphs (cached).
 
     Args:
@@ -158,6 +161,7 @@ def load_structures_dataset(path, config: Config, *, progress: bool = True, form
         config: gives the targets (keys, ranks, levels) and the graph settings.
         progress: show a progress bar while building graphs.
         format: reader format; default ``config.data.format`` or auto-detection.
+        structure_path: structure file of a phonopy BORN / OUTCAR file, or folder of an id-prop one.
 
     Raises:
         DataError: unreadable file, missing/ill-shaped/non-finite labels (naming file, structure
@@ -173,20 +177,19 @@ def load_structures_dataset(path, config: Config, *, progress: bool = True, form
     specs = label_specs(config)
     settings = graph_settings(config)
     cache_path = None
-    if config.data.cache_dir:
+    cache_dir = resolve_cache_dir(config.data.cache_dir)
+    if cache_dir is not None:
         key = hashlib.sha256(json.dumps({
             "content": _content_digest(path), "format": fmt, "settings": settings,
             "labels": {n: repr(s) for n, s in specs.items()}, "cache_format": CACHE_FORMAT,
             "max_structures": config.data.max_structures,
+            **({"structure_path": _content_digest(Path(structure_path))} if structure_path else {}),
         }, sort_keys=True).encode()).hexdigest()[:24]
-        cache_path = Path(config.data.cache_dir) / f"{path.name}-{key}.sqlite"
-        if cache_path.exists():
-            cache = _Cache(cache_path)
-            rows = cache.read() if cache.complete() is not None else None
-            cache.close()
-            if rows is not None:
-                return _finish(rows, config, path)
-    structures = read_structures(path, format=fmt)
+        cache_path = cache_dir / f"{path.name}-{key}.sqlite"
+        rows = _read_cache(cache_path)
+        if rows is not None:
+            return _finish(rows, config, path)
+    structures = read_structures(path, format=fmt, structure_path=structure_path)
     if config.data.max_structures is not None:
         structures = structures[: config.data.max_structures]
     if not structures:
@@ -204,12 +207,33 @@ def load_structures_dataset(path, config: Config, *, progress: bool = True, form
     return _finish(rows, config, path)
 
 
+def _read_cache(path: Path) -> list | None:
+    """The rows of a complete cache file; ``None`` if absent or incomplete.
+
+    A file that is not a readable cache (half-written, overwritten, foreign) is derived data: it
+    is reported, deleted and rebuilt by the caller.
+    """
+    if not path.exists():
+        return None
+    try:
+        cache = _Cache(path)
+        try:
+            return cache.read() if cache.complete() is not None else None
+        finally:
+            cache.close()
+    except (sqlite3.DatabaseError, pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
+        warn(f"graph cache {path} is unreadable ({type(exc).__name__}: {exc}); deleting and rebuilding it")
+        path.unlink(missing_ok=True)
+        return None
+
+
 def _build_graphs(structures, settings, source, workers, progress):
     from tqdm.auto import tqdm
 
     items = [(i, a, f"{source} structure {i}") for i, a in enumerate(structures)]
     graphs: list = [None] * len(items)
-    bar = tqdm(total=len(items), desc="building graphs", unit="structure", disable=not progress)
+    bar = tqdm(total=len(items), desc="building graphs", unit="structure",
+               disable=None if progress else True)  # None: on a terminal only
     if workers and workers > 1 and len(items) > 64:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             for i, g in pool.map(partial(_build_one, settings=settings), items, chunksize=16):

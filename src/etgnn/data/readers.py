@@ -45,6 +45,7 @@ __all__ = [
     "STRUCTURE_ID",
     "ID_PROP",
     "read_structures",
+    "iter_structures",
     "detect_format",
     "read_phonopy_born",
     "read_vasp_outcar",
@@ -434,3 +435,46 @@ def read_structures(path, format: str | None = None, index=":", *, structure_pat
         raise DataError(f"{path}: unknown format {fmt!r}; known formats: {', '.join(sorted(FORMATS))}{hint}")
     frames = FORMATS[fmt](path, index, structure_path, symprec)
     return [_fix_molecule(a) for a in frames]
+
+
+def iter_structures(path, format: str | None = None, *, structure_path=None, symprec: float = 1e-5):
+    """Yield the structures of ``path`` one by one, prepared exactly as :func:`read_structures` does.
+
+    extxyz and every other ASE-readable format (CIF, POSCAR, ASE trajectories) are streamed frame
+    by frame with :func:`ase.io.iread`, so memory stays flat on long trajectories; each frame gets
+    the same treatment as in training (calculator results absorbed under their own names, zero
+    cells made non-periodic).  etgnn's own formats (id-prop, json-records, ase-db, phonopy-born,
+    vasp-outcar) are read whole by :func:`read_structures`.
+
+    Args:
+        path: file or folder.
+        format: a :data:`FORMATS` name or an ASE format name; detected when ``None`` (anything
+            :func:`detect_format` does not know is left to ASE).
+        structure_path, symprec: as in :func:`read_structures`.
+
+    Raises:
+        DataError: missing or unreadable file (naming it).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    fmt = format
+    if fmt is None:
+        try:
+            fmt = detect_format(path)
+        except DataError:
+            fmt = None  # let ASE guess from the name (CIF, POSCAR, .traj, ...)
+    if fmt in FORMATS and fmt != "extxyz":
+        yield from read_structures(path, format=fmt, structure_path=structure_path, symprec=symprec)
+        return
+    frames = ase.io.iread(path, index=":", format=fmt)
+    k = 0
+    while True:
+        try:
+            atoms = next(frames)
+        except StopIteration:
+            return
+        except Exception as exc:  # ASE raises many types for malformed files
+            raise DataError(f"{path}: could not read structure {k} ({type(exc).__name__}: {exc})") from exc
+        yield _fix_molecule(_absorb_calc(atoms))
+        k += 1

@@ -21,15 +21,25 @@ for several nodes start one process per device with torchrun, e.g.
 
 _PREDICT_HELP = """\
 Predict every target for the structures of INPUT and write them, with the predictions, to
-OUTPUT (extended XYZ), streaming long trajectories in chunks of --batch-size structures.
+OUTPUT (extended XYZ: OUTPUT must end in .extxyz or .xyz), streaming long trajectories in chunks
+of --batch-size structures while the next chunk's graphs are built in the background.  OUTPUT
+holds the structure and the predictions only; --keep-labels adds the input's own labels
+(per-atom tensors flattened to 3**M columns as below).  INPUT is read exactly as training data
+is (extxyz, etgnn's formats: phonopy BORN with --structure for its unit cell, OUTCAR, ...), or
+by ASE (CIF, POSCAR, ASE trajectories).
 
 Field naming in OUTPUT (units of the training data):
   per-atom target NAME of rank M   per-atom column NAME with 3**M values per atom, the tensor
                                    flattened row-major (T[a,b] at 3*a+b); one value for M=0
   per-structure target NAME        comment-line entry NAME with 3**M values, row-major
                                    (a single number for M=0)
-A prediction replaces an existing field of the same name.
+With --keep-labels an input field named like a prediction is written as NAME_input.
 """
+
+_MAP_HELP = ("read the checkpoint's data key (or target) KEY from this data's FIELD, e.g. "
+             "--map becs=born_effective_charges (repeatable)")
+_STRUCTURE_HELP = ("structure file of a phonopy BORN (its unit cell) or OUTCAR input, or the folder of "
+                   "an id_prop.csv's structure files (default: beside the data file)")
 
 
 def add_parser(subparsers) -> None:
@@ -39,6 +49,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("config", metavar="CONFIG", help="YAML config file")
     p.add_argument("overrides", metavar="KEY=VALUE", nargs="*", help="dotted config overrides, e.g. training.max_epochs=10")
     p.add_argument("--resume", action="store_true", help="continue the run in run_dir from last.ckpt")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (same as training.progress=false; bars appear on a terminal only)")
     p.set_defaults(func=_train)
 
     p = subparsers.add_parser("evaluate", help="metrics of a checkpoint on labelled data",
@@ -49,6 +61,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--plot", metavar="PNG", help="write a parity plot (one panel per target) here")
     p.add_argument("--batch-size", type=int, default=None, metavar="N", help="structures per batch")
     p.add_argument("--format", default=None, metavar="F", help="data format (default: detected)")
+    p.add_argument("--structure", default=None, metavar="PATH", help=_STRUCTURE_HELP)
+    p.add_argument("--map", action="append", default=[], metavar="KEY=FIELD", help=_MAP_HELP)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.set_defaults(func=_evaluate)
 
@@ -56,11 +70,16 @@ def add_parser(subparsers) -> None:
                               description=_PREDICT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="best.ckpt / last.ckpt or a saved model")
     p.add_argument("input", metavar="INPUT", help="structure file (extxyz, any ASE format, or an etgnn format)")
-    p.add_argument("-o", "--output", required=True, metavar="OUTPUT.extxyz", help="output file (overwritten)")
+    p.add_argument("-o", "--output", required=True, metavar="OUTPUT.extxyz",
+                   help="output file, .extxyz or .xyz (overwritten)")
     p.add_argument("--batch-size", type=int, default=32, metavar="N", help="structures per chunk (default 32)")
     p.add_argument("--format", default=None, metavar="F", help="input format (default: detected)")
+    p.add_argument("--structure", default=None, metavar="PATH", help=_STRUCTURE_HELP)
+    p.add_argument("--keep-labels", action="store_true", help="also write the input's own labels")
+    p.add_argument("--map", action="append", default=[], metavar="NEW=FIELD",
+                   help="with --keep-labels, write the input's FIELD under the name NEW (repeatable)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (shown on a terminal only)")
     p.set_defaults(func=_predict)
 
 
@@ -84,12 +103,13 @@ def _train(args) -> int:
     from .metrics import format_table
     from .trainer import train
 
-    cfg = load_config(args.config, args.overrides)
-    result = train(cfg, resume=args.resume)
+    overrides = list(args.overrides) + (["training.progress=false"] if args.no_progress else [])
+    cfg = load_config(args.config, overrides)
+    result = train(cfg, resume=args.resume)  # prints the run directory first
     if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports
         return 0
-    print(f"run directory: {result.run_dir}")
-    print(f"stopped: {result.stopped} after {result.epochs_run} epochs; best epoch {result.best_epoch}, "
+    how = f"{result.stopped} (mid-epoch {result.epochs_run}, discarded)" if result.mid_epoch else result.stopped
+    print(f"stopped: {how} after {result.epochs_run} epochs; best epoch {result.best_epoch}, "
           f"val loss {result.best_val_loss:.5g}")
     if result.metrics:
         print(format_table(result.metrics))
@@ -102,9 +122,19 @@ def _evaluate(args) -> int:
     from .metrics import format_table
     from .plots import parity_plot
 
+    from ..data.dataset import resolve_data_path
+    from ..data.readers import iter_structures
+    from ..predict import check_targets_present, parse_key_map, remap_targets
+
     batch_size = _positive(args.batch_size, "--batch-size")
     model = _load(args.checkpoint, args.device)
-    dataset = load_structures_dataset(args.data, model.config, progress=True, format=args.format)
+    config = remap_targets(model.config, parse_key_map(args.map))
+    path = resolve_data_path(args.data)
+    first = next(iter_structures(path, args.format or config.data.format, structure_path=args.structure), None)
+    if first is not None:
+        check_targets_present(first, config, f"{args.data} structure 0")
+    dataset = load_structures_dataset(path, config, progress=True, format=args.format,
+                                      structure_path=args.structure)
     metrics, pred, ref = evaluate(model, dataset, batch_size=batch_size)
     print(format_table({"data": metrics}))
     if args.output:
@@ -120,11 +150,14 @@ def _evaluate(args) -> int:
 
 
 def _predict(args) -> int:
-    from .evaluate import predict_file
+    from ..predict import Predictor, check_output_path, parse_key_map
 
     batch_size = _positive(args.batch_size, "--batch-size")
+    check_output_path(args.output)  # before loading anything
+    rename = parse_key_map(args.map)
     model = _load(args.checkpoint, args.device)
-    n = predict_file(model, args.input, args.output, batch_size=batch_size, format=args.format,
-                     progress=not args.no_progress)
+    n = Predictor(model, batch_size=batch_size, progress=not args.no_progress).predict_file(
+        args.input, args.output, format=args.format, structure_path=args.structure,
+        keep_labels=args.keep_labels, rename=rename)
     print(f"{n} structures with predictions written to {args.output}")
     return 0

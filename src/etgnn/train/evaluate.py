@@ -1,26 +1,22 @@
 """Evaluation on labelled data and streamed prediction of structure files.
 
 ``evaluate`` gives metrics in data units plus the predictions and references; ``predict_file``
-streams a (long) trajectory through the model in chunks and appends the predictions to an extxyz
-file, so memory stays bounded by one chunk.
+is the 0.1 name of :meth:`etgnn.predict.Predictor.predict_file` (the one prediction path).
 """
 
 from __future__ import annotations
-
-import os
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..data.batch import to_device
-from ..errors import DataError
 from .ddp import DistContext, all_reduce_sum
 from .losses import LOSSES
 from .metrics import MetricAccumulator
 
 __all__ = ["evaluate", "evaluate_loader", "predict_file", "iter_structures"]
+
+from ..data.readers import iter_structures  # noqa: E402  (0.1 location of the streaming reader)
 
 
 @torch.no_grad()
@@ -95,113 +91,13 @@ def evaluate(model, dataset, *, batch_size: int | None = None):
     return metrics, preds, refs
 
 
-def iter_structures(path, format: str | None = None) -> Iterator:
-    """Yield the structures of ``path`` one by one (extxyz and ASE formats are streamed).
-
-    etgnn's own formats (id-prop folders, JSON records, phonopy BORN, OUTCAR) are read whole by
-    :func:`etgnn.data.readers.read_structures`.
-
-    Raises:
-        DataError: missing or unreadable file.
-    """
-    import ase.io
-
-    from ..data.readers import FORMATS, detect_format, read_structures
-
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such file or folder")
-    fmt = format
-    if fmt is None:
-        try:
-            fmt = detect_format(path)
-        except DataError:
-            fmt = None  # let ASE guess
-    if fmt in FORMATS and fmt != "extxyz":
-        yield from read_structures(path, format=fmt)
-        return
-    try:
-        for k, atoms in enumerate(ase.io.iread(path, index=":", format=fmt)):
-            zero = np.linalg.norm(np.asarray(atoms.cell), axis=1) == 0.0
-            atoms.pbc = np.asarray(atoms.pbc) & ~zero  # molecules written with pbc="T T T"
-            yield atoms
-    except DataError:
-        raise
-    except Exception as exc:  # ASE raises many types for malformed files
-        raise DataError(f"{path}: could not read structures ({type(exc).__name__}: {exc})") from exc
-
-
-def _attach(atoms, pred: dict[str, np.ndarray], levels: dict[str, str]) -> None:
-    """Store predictions on ``atoms`` under the target names (see :func:`predict_file`)."""
-    results = getattr(atoms.calc, "results", None)
-    for name, value in pred.items():
-        if results is not None:
-            results.pop(name, None)  # a prediction replaces a same-named calculator result
-        if levels[name] == "atom":
-            flat = value.reshape(len(atoms), -1)
-            atoms.arrays.pop(name, None)
-            atoms.new_array(name, flat[:, 0] if flat.shape[1] == 1 else flat)
-        else:
-            atoms.info[name] = float(value) if value.ndim == 0 else value.reshape(-1)
-
-
 def predict_file(model, input_path, output_path, *, batch_size: int = 32, format: str | None = None,
-                 progress: bool = True) -> int:
-    """Predict every structure of ``input_path`` and write them with predictions as extxyz.
+                 progress: bool = True, structure_path=None, keep_labels: bool = False) -> int:
+    """Predict every structure of ``input_path`` and write them as extxyz; see :mod:`etgnn.predict`.
 
-    Field naming in the output: a per-atom target ``name`` of rank ``M`` becomes the per-atom
-    array ``name`` of shape (n_atoms, 3**M), row-major (``T[a, b]`` at column ``3 * a + b``;
-    (n_atoms,) for M = 0); a per-structure target becomes ``atoms.info[name]``, 3**M numbers
-    flattened row-major (a float for M = 0).  Units are those of the training data.
-
-    Args:
-        model: an :class:`etgnn.model.ETGNN`.
-        input_path: structure file (any format of :func:`iter_structures`).
-        output_path: extxyz file, overwritten; written chunk by chunk.
-        batch_size: structures per forward pass and per written chunk.
-        format: input format (default: detected).
-        progress: tqdm progress bar.
-
-    Returns:
-        number of structures written.
+    A thin wrapper of :meth:`etgnn.predict.Predictor.predict_file` (kept for etgnn 0.1 callers).
     """
-    from tqdm.auto import tqdm
+    from ..predict import Predictor
 
-    model.eval()
-    output_path = Path(output_path)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    levels = {name: head.level for name, head in model.heads.items()}
-    tmp = output_path.with_name(f".{output_path.name}.part{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    n = 0
-    bar = tqdm(unit="structure", desc="predict", disable=not progress)
-    try:
-        chunk: list = []
-        for atoms in iter_structures(input_path, format):
-            chunk.append(atoms)
-            if len(chunk) == batch_size:
-                n += _write_chunk(model, chunk, tmp, levels, n)
-                bar.update(len(chunk))
-                chunk = []
-        if chunk:
-            n += _write_chunk(model, chunk, tmp, levels, n)
-            bar.update(len(chunk))
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    finally:
-        bar.close()
-    if n == 0:
-        raise DataError(f"{input_path}: no structures to predict")
-    os.replace(tmp, output_path)
-    return n
-
-
-def _write_chunk(model, chunk, path: Path, levels, offset: int) -> int:
-    import ase.io
-
-    graphs = [model.graph(a, where=f"structure {offset + k}") for k, a in enumerate(chunk)]
-    for atoms, pred in zip(chunk, model.predict_graphs(graphs)):
-        _attach(atoms, pred, levels)
-    ase.io.write(path, chunk, format="extxyz", append=True)
-    return len(chunk)
+    return Predictor(model, batch_size=batch_size, progress=progress).predict_file(
+        input_path, output_path, format=format, structure_path=structure_path, keep_labels=keep_labels)

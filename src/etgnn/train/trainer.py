@@ -42,6 +42,7 @@ from .ema import EMA
 from .evaluate import evaluate_loader
 from .losses import total_loss
 from .metrics import METRIC_NAMES
+from .runlog import board_epoch, open_board, remove_partial_files, report_cache, say
 
 __all__ = ["TrainResult", "train"]
 
@@ -65,6 +66,8 @@ class TrainResult:
             (empty on DDP ranks other than 0).
         run_dir: the run directory.
         stopped: why training ended (``"max_epochs"``, ``"early_stopping"``, ``"max_time"``).
+        mid_epoch: ``max_time`` struck inside an epoch; that fragment was discarded (not logged,
+            never a best epoch, not in ``epochs_run``; a resumed run replays it whole).
     """
 
     best_val_loss: float
@@ -73,6 +76,7 @@ class TrainResult:
     metrics: dict = field(default_factory=dict)
     run_dir: Path = Path(".")
     stopped: str = "max_epochs"
+    mid_epoch: bool = False
 
 
 @dataclass
@@ -172,7 +176,13 @@ def _run(cfg: Config, ctx: ddp.DistContext, resume: bool, callback) -> TrainResu
     t0 = time.monotonic()
     tr, run_dir = cfg.training, Path(cfg.run_dir)
     seed_everything(tr.seed)
+    if ctx.is_main:
+        say(f"run directory: {run_dir}")
+    if ctx.is_main and resume:
+        remove_partial_files(run_dir)
     splits = make_splits(cfg, progress=tr.progress) if ctx.is_main else None
+    if ctx.is_main:
+        report_cache(cfg)
     ddp.barrier(ctx)  # rank 0 filled the graph cache; the others read it
     if splits is None:
         splits = make_splits(cfg, progress=False)
@@ -201,6 +211,7 @@ def _run(cfg: Config, ctx: ddp.DistContext, resume: bool, callback) -> TrainResu
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
         log.start(keep_until=state.epoch)
+    board = open_board(cfg, state.epoch) if ctx.is_main and tr.tensorboard else None
 
     train_set = splits["train"]
     if ctx.distributed:
@@ -214,14 +225,20 @@ def _run(cfg: Config, ctx: ddp.DistContext, resume: bool, callback) -> TrainResu
     val_loader = make_loader(val_set, cfg, shuffle=False)
     deadline = t0 + (tr.max_time * 60.0 if tr.max_time is not None else math.inf)
     elapsed0 = state.elapsed
-    stopped = "max_epochs"
+    stopped, mid_epoch = "max_epochs", False
     for epoch in range(state.epoch + 1, tr.max_epochs):
         if state.bad_epochs >= tr.early_stopping_patience:
             stopped = "early_stopping"
             break
         sampler.set_epoch(epoch)
         seed_everything(epoch_seed(tr.seed, epoch))
-        train_loss = _train_epoch(net, model, train_loader, opt, ema, cfg, ctx, epoch, deadline)
+        train_loss, complete = _train_epoch(net, model, train_loader, opt, ema, cfg, ctx, epoch, deadline)
+        if not complete:  # max_time inside the epoch: a fragment is not an epoch
+            stopped, mid_epoch = "max_time", True
+            if ctx.is_main:
+                say(f"stopped mid-epoch {epoch}: training.max_time reached; the partial epoch is discarded "
+                     f"(not logged, not a candidate for {BEST}; --resume replays it)")
+            break
         if ema is not None:
             with ema.applied(model):
                 val_loss, val_metrics, _, _ = evaluate_loader(model, val_loader, ctx=ctx)
@@ -237,30 +254,44 @@ def _run(cfg: Config, ctx: ddp.DistContext, resume: bool, callback) -> TrainResu
             state.best_val_loss, state.best_epoch = val_loss, epoch
         if ctx.is_main:
             log.append(epoch, state.elapsed, lr, train_loss, val_loss, val_metrics)
-            if tr.progress:
-                from tqdm.auto import tqdm
-
-                tqdm.write(f"epoch {epoch}: train loss {train_loss:.5g}, val loss {val_loss:.5g}, lr {lr:.3g}"
-                           + (" *" if improved else ""))
+            if board is not None:
+                board_epoch(board, epoch, lr, train_loss, val_loss, val_metrics)
+            say(f"epoch {epoch}: train loss {train_loss:.5g}, val loss {val_loss:.5g}, lr {lr:.3g}"
+                 + (" *" if improved else ""))
             fields = _checkpoint_fields(cfg, model, opt, sched, ema, state, norm, epoch)
             if improved:
                 save_checkpoint(run_dir / BEST, **fields)
             save_checkpoint(run_dir / LAST, **fields)
         if _callback_failed(callback, epoch, val_loss, ctx):
+            if board is not None:
+                board.close()
             return TrainResult(state.best_val_loss, state.best_epoch, state.epoch + 1, {}, run_dir, "callback")
         if time.monotonic() > deadline:
             stopped = "max_time"
             break
-    result = TrainResult(state.best_val_loss, state.best_epoch, state.epoch + 1, {}, run_dir, stopped)
+    if board is not None:
+        board.close()
+    result = TrainResult(state.best_val_loss, state.best_epoch, state.epoch + 1, {}, run_dir, stopped, mid_epoch)
     if ctx.is_main:
-        result.metrics = _final_evaluation(cfg, model, ema, splits, ctx.device, run_dir)
+        if state.epoch >= 0 or (run_dir / BEST).is_file():
+            result.metrics = _final_evaluation(cfg, model, ema, splits, ctx.device, run_dir)
+        else:
+            warnings.warn(f"{run_dir}: no epoch completed within training.max_time={tr.max_time} minutes; "
+                          "nothing to evaluate (raise training.max_time)", stacklevel=2)
         _write_json(run_dir / "metrics.json", {"best_val_loss": result.best_val_loss, "best_epoch": result.best_epoch,
-                                               "epochs_run": result.epochs_run, "stopped": stopped, **result.metrics})
+                                               "epochs_run": result.epochs_run, "stopped": stopped,
+                                               "stopped_mid_epoch": mid_epoch, **result.metrics})
     return result
 
 
-def _train_epoch(net, model, loader, opt, ema, cfg: Config, ctx: ddp.DistContext, epoch: int, deadline: float) -> float:
-    """One pass over the training data; returns the mean loss per structure (all ranks)."""
+def _train_epoch(net, model, loader, opt, ema, cfg: Config, ctx: ddp.DistContext, epoch: int,
+                 deadline: float) -> tuple[float, bool]:
+    """One pass over the training data.
+
+    Returns:
+        the mean loss per structure (all ranks), and whether the pass completed (``False`` when
+        the deadline struck before the last batch).
+    """
     from tqdm.auto import tqdm
 
     tr = cfg.training
@@ -268,10 +299,12 @@ def _train_epoch(net, model, loader, opt, ema, cfg: Config, ctx: ddp.DistContext
     scales = {name: head.scale for name, head in model.heads.items()}
     totals = torch.zeros(2, dtype=torch.float64, device=ctx.device)
     bar = tqdm(total=len(loader), desc=f"epoch {epoch}", unit="batch", leave=False,
-               disable=not (tr.progress and ctx.is_main))
+               disable=None if (tr.progress and ctx.is_main) else True)  # None: on a terminal only
+    complete = True
     try:
         for step, batch in enumerate(loader):
             if step > 0 and ddp.any_rank(time.monotonic() > deadline, ctx):
+                complete = False
                 break
             batch = to_device(batch, ctx.device)
             loss, _ = total_loss(net(batch), batch, cfg.targets, scales)
@@ -294,7 +327,7 @@ def _train_epoch(net, model, loader, opt, ema, cfg: Config, ctx: ddp.DistContext
     finally:
         bar.close()
     ddp.all_reduce_sum(totals, ctx)
-    return float(totals[0] / totals[1].clamp(min=1))
+    return float(totals[0] / totals[1].clamp(min=1)), complete
 
 
 def _callback_failed(callback, epoch: int, val_loss: float, ctx: ddp.DistContext) -> bool:
