@@ -102,10 +102,14 @@ class TensorHead(nn.Module):
             out = out + scatter_sum(term, geo["centre"].index_select(0, ta), n_atoms)
         return out
 
-    def forward(self, feats: BackboneOutput, geo: Geometry) -> Tensor:
-        """Target tensors: (n_atoms, 3, ...) for per-atom targets, (n_graphs, 3, ...) for structures."""
-        dtype = feats["atom"].dtype
-        out = self.scale.to(dtype) * self.atom_tensors(feats, geo)
+    def forward(self, feats: BackboneOutput | None, geo: Geometry, raw: Tensor | None = None) -> Tensor:
+        """Target tensors: (n_atoms, 3, ...) for per-atom targets, (n_graphs, 3, ...) for structures.
+
+        ``raw``: :meth:`atom_tensors` computed elsewhere (e.g. chunk by chunk), then ``feats`` is unused.
+        """
+        raw = self.atom_tensors(feats, geo) if raw is None else raw
+        dtype = raw.dtype
+        out = self.scale.to(dtype) * raw
         if self.n_iso:
             out = out + self.element_shift.to(dtype)[geo["numbers"], : self.n_iso] @ self.iso_basis.to(dtype)
         if self.level == "atom":
