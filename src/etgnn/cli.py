@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES = (
     "etgnn.symmetry",  # symmetry-test
     "etgnn.qm.make_dataset",  # make-dataset
     "etgnn.tune",  # tune, sweep
+    "etgnn.export",  # export
 )
 
 

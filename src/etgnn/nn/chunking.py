@@ -116,6 +116,15 @@ def slice_geometry(geo: dict, a0: int, a1: int, e0: int, e1: int, t0: int, t1: i
     return out
 
 
+def _chunk_forward(backbone, heads, keys, numbers, edge_index, pick, dist, anchor, *values):
+    """Raw per-atom tensors of one chunk, a tuple in the order of ``heads``."""
+    sub = dict(zip(keys, values))
+    feats = backbone(numbers, edge_index, dist, sub["unit"], sub["ta"], sub["tb"])
+    feats["atom"] = feats["atom"].index_select(0, pick)
+    out = tuple(head.atom_tensors(feats, sub) for head in heads.values())
+    return out if anchor is None else tuple(o + 0.0 * anchor for o in out)
+
+
 def chunked_atom_tensors(backbone, heads, numbers: Tensor, edge_index: Tensor, dist: Tensor, geo: dict,
                          chunk_triplets: int, checkpoint: bool = False) -> dict[str, Tensor]:
     """Raw per-atom tensors of every head (``TensorHead.atom_tensors``), computed chunk by chunk.
@@ -129,7 +138,8 @@ def chunked_atom_tensors(backbone, heads, numbers: Tensor, edge_index: Tensor, d
         geo: the full :class:`etgnn.nn.heads.Geometry`.
         chunk_triplets: about this many triplets per chunk.
         checkpoint: recompute each chunk in backward instead of storing its activations
-            (``torch.utils.checkpoint``): training memory stays that of one chunk.
+            (reentrant ``torch.utils.checkpoint``, which records nothing in forward): training
+            memory stays that of one chunk, whatever the structure size.
 
     Returns:
         ``{name: (n_atoms, 3**rank)}``, equal to the unchunked ``atom_tensors`` to round-off.
@@ -146,14 +156,17 @@ def chunked_atom_tensors(backbone, heads, numbers: Tensor, edge_index: Tensor, d
         nodes = torch.cat([centres, j]).unique()
         local = torch.stack([torch.searchsorted(nodes, i), torch.searchsorted(nodes, j)])
         pick = torch.searchsorted(nodes, centres)
-
-        def run(dist_c, unit_c, sub=sub, nodes=nodes, local=local, pick=pick):
-            feats = backbone(numbers.index_select(0, nodes), local, dist_c, unit_c, sub["ta"], sub["tb"])
-            feats["atom"] = feats["atom"].index_select(0, pick)
-            return tuple(heads[name].atom_tensors(feats, dict(sub, unit=unit_c)) for name in names)
-
+        keys = list(sub)
         if checkpoint:
-            parts.append(torch.utils.checkpoint.checkpoint(run, dist[e0:e1], sub["unit"], use_reentrant=False))
+            # reentrant checkpointing runs the chunk without recording anything; the inputs are
+            # explicit (gradients reach the positions through them) and ``anchor`` requires grad
+            # so that the parameters get theirs even when no input does
+            anchor = torch.ones((), device=dist.device, requires_grad=True)
+            out = torch.utils.checkpoint.checkpoint(
+                _chunk_forward, backbone, heads, keys, numbers.index_select(0, nodes), local, pick,
+                dist[e0:e1], anchor, *sub.values(), use_reentrant=True)
         else:
-            parts.append(run(dist[e0:e1], sub["unit"]))
+            out = _chunk_forward(backbone, heads, keys, numbers.index_select(0, nodes), local, pick,
+                                 dist[e0:e1], None, *sub.values())
+        parts.append(out)
     return {name: torch.cat([p[k] for p in parts]) for k, name in enumerate(names)}
