@@ -81,7 +81,8 @@ class ModelConfig:
     chunk_triplets: Optional[int] = 16384
     #: training only, trade compute for memory (exact): "blocks" recomputes each interaction
     #: block in backward instead of storing its activations, "chunks" each chunk of centre atoms
-    #: (see chunk_triplets; memory then stays flat in the structure size); "none" stores all
+    #: (see chunk_triplets; memory then stays flat in the structure size; loss.backward() only,
+    #: not torch.autograd.grad); "none" stores all
     checkpoint: str = "none"
 
 
