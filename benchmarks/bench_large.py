@@ -205,7 +205,7 @@ def _commit(src: str) -> str:
         return "?"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--before-src", default="/tmp/base/src", help="src/ of the code version to compare with")
     p.add_argument("--data", type=Path, default=DATA)
@@ -219,7 +219,7 @@ def main() -> None:
     p.add_argument("--size", type=int, help=argparse.SUPPRESS)
     p.add_argument("--mode", help=argparse.SUPPRESS)
     p.add_argument("--checkpoint", help=argparse.SUPPRESS)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(args)))
         return
