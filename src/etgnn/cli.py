@@ -23,6 +23,7 @@ SUBCOMMAND_MODULES = (
     "etgnn.observables.spectra_cli",  # spectrum ir, spectrum raman
     "etgnn.data.cache",  # cache
     "etgnn.config_reference",  # config-reference
+    "etgnn.export",  # export
 )
 
 

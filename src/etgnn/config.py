@@ -48,6 +48,7 @@ CHOICES: dict[str, tuple] = {
     "model.cutoff_function": ("cosine", "polynomial"),
     "model.radial_basis": ("bessel", "gaussian"),
     "model.dtype": ("float32", "float64"),
+    "model.checkpoint": ("none", "blocks", "chunks"),
     "target.level": ("atom", "structure"),
     "target.reduce": ("mean", "sum"),
     "target.loss": ("euclidean", "mse", "mae", "cosine"),
@@ -78,6 +79,8 @@ class ModelConfig:
     dtype: str = "float32"  #: floating-point precision of weights and predictions
     seed: int = 0  #: seed of the weight initialisation
     smooth_triplets: bool = True  #: damp every triplet message by g(r_a) g(r_b), so predictions are continuous at triplet_cutoff (false only for etgnn 0.1.0 checkpoints)
+    chunk_triplets: Optional[int] = 16384  #: run the forward pass over chunks of centre atoms of about this many triplets each (exact; bounds memory, keeps large cells as fast per atom as small ones); null: one pass
+    checkpoint: str = "none"  #: training only, trade compute for memory (exact): "blocks" recomputes each interaction block in backward, "chunks" each chunk of centre atoms (memory flat in the structure size; loss.backward() only); "none" stores all
 
 
 @dataclass(frozen=True)
@@ -229,6 +232,10 @@ def _validate(cfg: Config) -> None:
                  "num_radial", "num_spherical"):
         if getattr(m, name) < 1:
             raise ConfigError(f"model.{name} must be >= 1, got {getattr(m, name)}")
+    if m.chunk_triplets is not None and m.chunk_triplets < 1:
+        raise ConfigError(f"model.chunk_triplets must be >= 1 or null, got {m.chunk_triplets}")
+    if m.checkpoint == "chunks" and m.chunk_triplets is None:
+        raise ConfigError("model.checkpoint: chunks needs model.chunk_triplets (an integer, e.g. 16384)")
     if m.max_neighbors is not None and m.max_neighbors < 1:
         raise ConfigError(f"model.max_neighbors must be >= 1 or null, got {m.max_neighbors}")
     if not cfg.targets:

@@ -28,6 +28,7 @@ from .data.batch import collate, to_device
 from .data.graph import build_graph
 from .errors import DataError, EtgnnError
 from .nn.backbone import MAX_Z, Backbone
+from .nn.chunking import chunked_atom_tensors
 from .nn.heads import Geometry, TensorHead
 
 __all__ = ["ETGNN", "build_model", "load_model"]
@@ -53,6 +54,7 @@ class ETGNN(nn.Module):
             basis_emb_size=m.basis_emb_size, num_radial=m.num_radial, num_spherical=m.num_spherical,
             envelope_exponent=m.envelope_exponent, activation=m.activation,
             cutoff_function=m.cutoff_function, radial_basis=m.radial_basis, smooth_triplets=m.smooth_triplets,
+            checkpoint_blocks=m.checkpoint == "blocks",
         )
         self.heads = nn.ModuleDict({
             name: TensorHead(
@@ -90,6 +92,12 @@ class ETGNN(nn.Module):
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         dist, geo = self.geometry(batch)
+        chunk, ckpt = self.config.model.chunk_triplets, self.config.model.checkpoint == "chunks"
+        ckpt = ckpt and torch.is_grad_enabled()
+        if chunk is not None and (geo["ta"].shape[0] > chunk or ckpt):  # exact, bounded memory
+            raw = chunked_atom_tensors(self.backbone, self.heads, batch[K.NUMBERS], batch[K.EDGE_INDEX],
+                                       dist, geo, chunk, checkpoint=ckpt)
+            return {name: head(None, geo, raw=raw[name]) for name, head in self.heads.items()}
         feats = self.backbone(batch[K.NUMBERS], batch[K.EDGE_INDEX], dist, geo["unit"], geo["ta"], geo["tb"])
         return {name: head(feats, geo) for name, head in self.heads.items()}
 
@@ -214,9 +222,11 @@ def _upgrade_config(config: dict, path) -> dict:
     model = dict(config.get("model", {}))
     if "smooth_triplets" not in model:
         model["smooth_triplets"] = False
-        warnings.warn(f"{path} was written by etgnn 0.1.0: it loads and predicts as it did, but its predictions "
-                      "jump slightly when an atom crosses model.triplet_cutoff; retrain it (same config) for a "
-                      "model that is continuous there", stacklevel=3)
+        from ._warnings import warn
+
+        warn(f"{path} was written by etgnn 0.1.0: it loads and predicts as it did, but its predictions "
+             "jump slightly when an atom crosses model.triplet_cutoff; retrain it (same config) for a "
+             "model that is continuous there", UserWarning)
     config["model"] = model
     return config
 

@@ -199,7 +199,8 @@ def symmetry_test(
     rows = []
     for variant in variants:
         for seed in seeds:
-            config = {"model": {**variant.model, "dtype": dtype, "seed": int(seed)},
+            # one pass: _forces_and_terms re-evaluates the force head on the features it captures
+            config = {"model": {**variant.model, "dtype": dtype, "seed": int(seed), "chunk_triplets": None},
                       "targets": {_FORCE: {"key": _FORCE, "level": "atom", "rank": 1}}}
             model = build_model(config).eval()
             graphs = [model.graph(a, where=f"symmetry test structure {k}") for k, a in enumerate(everything)]

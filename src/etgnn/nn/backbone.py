@@ -15,6 +15,7 @@ triplet, typically a third to a half of the edges of the 6 Angstrom graph.  Gath
 from __future__ import annotations
 
 import torch
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from .basis import legendre, make_activation, make_cutoff, make_radial_basis
@@ -157,14 +158,18 @@ class Backbone(nn.Module):
         smooth_triplets: damp every triplet message by ``g(r_a) g(r_b)`` so that the features are
             continuous when an atom crosses ``triplet_cutoff`` (etgnn 0.1.0 did not: its
             checkpoints load with ``False``).
+        checkpoint_blocks: in training, recompute each interaction block during backward instead
+            of storing its activations (``torch.utils.checkpoint``): less memory, about one more
+            forward pass of compute, the same gradients.
     """
 
     def __init__(self, cutoff: float = 6.0, triplet_cutoff: float = 4.0, hidden_channels: int = 128,
                  triplet_channels: int = 128, num_blocks: int = 4, int_emb_size: int = 64,
                  basis_emb_size: int = 8, num_radial: int = 6, num_spherical: int = 7,
                  envelope_exponent: int = 5, activation: str = "elu", cutoff_function: str = "cosine",
-                 radial_basis: str = "bessel", smooth_triplets: bool = True):
+                 radial_basis: str = "bessel", smooth_triplets: bool = True, checkpoint_blocks: bool = False):
         super().__init__()
+        self.checkpoint_blocks = bool(checkpoint_blocks)
         self.cutoff, self.triplet_cutoff = float(cutoff), float(triplet_cutoff)
         self.smooth_triplets = bool(smooth_triplets)
         self.num_spherical = num_spherical
@@ -216,9 +221,15 @@ class Backbone(nn.Module):
         h = self.outputs[0](m, rbf, i, n_atoms)
         sel, ta_sel, tb_sel, rbf_sel = self._triplet_edges(dist.shape[0], ta, tb, rbf)
         for block, out in zip(self.blocks, self.outputs[1:]):
-            m, t = block(m, t, rbf_sel, sbf, ta_sel, tb_sel, gab, sel)
+            m, t = self._run_block(block, m, t, rbf_sel, sbf, ta_sel, tb_sel, gab, sel)
             h = h + out(m, rbf, i, n_atoms)
         return BackboneOutput(atom=h, edge=m, triplet=t)
+
+    def _run_block(self, block: nn.Module, *args):
+        """``block(*args)``, checkpointed when asked for and gradients are being recorded."""
+        if self.checkpoint_blocks and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
+        return block(*args)
 
     def _triplet_edges(self, n_edges: int, ta: Tensor, tb: Tensor, rbf: Tensor):
         """Edges that belong to a triplet, ``sel`` (n_sel,), the triplets' edge indices into

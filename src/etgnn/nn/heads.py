@@ -180,10 +180,14 @@ class TensorHead(nn.Module):
         v = scatter_sum(d.reshape(d.shape[0], -1), ta, n_edges) / triplets_per_edge
         return v.index_select(0, ta).reshape(-1, self.N_QUAD, 3)
 
-    def forward(self, feats: BackboneOutput, geo: Geometry) -> Tensor:
-        """Target tensors: (n_atoms, 3, ...) for per-atom targets, (n_graphs, 3, ...) for structures."""
-        dtype = feats["atom"].dtype
-        out = self.scale.to(dtype) * self.atom_tensors(feats, geo)
+    def forward(self, feats: BackboneOutput | None, geo: Geometry, raw: Tensor | None = None) -> Tensor:
+        """Target tensors: (n_atoms, 3, ...) for per-atom targets, (n_graphs, 3, ...) for structures.
+
+        ``raw``: :meth:`atom_tensors` computed elsewhere (e.g. chunk by chunk), then ``feats`` is unused.
+        """
+        raw = self.atom_tensors(feats, geo) if raw is None else raw
+        dtype = raw.dtype
+        out = self.scale.to(dtype) * raw
         if self.n_iso:
             out = out + self.element_shift.to(dtype)[geo["numbers"], : self.n_iso] @ self.iso_basis.to(dtype)
         if self.level == "atom":

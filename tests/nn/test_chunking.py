@@ -1,0 +1,126 @@
+"""The chunked forward pass (``model.chunk_triplets``) and activation checkpointing
+(``model.checkpoint``) are exact: same outputs of every head, same gradients, to round-off."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from ase.build import make_supercell
+
+from etgnn.config import load_config
+from etgnn.data import keys as K
+from etgnn.data.batch import collate
+from etgnn.errors import ConfigError
+from etgnn.nn.chunking import chunk_bounds
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+TOL = 1e-11  # float64 round-off of a different summation order
+
+
+def _batch(model, structures):
+    """One batch of the test molecules and crystals plus a 2x2x2 supercell of the triclinic one."""
+    atoms = list(structures.values()) + [make_supercell(structures["triclinic"], 2 * torch.eye(3).numpy())]
+    graphs = [model.graph(a) for a in atoms]
+    return collate(graphs, dtype=model.dtype)
+
+
+def _same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+
+
+@pytest.mark.parametrize("num_blocks", [1, 3])
+def test_chunked_equals_unchunked(make_model, structures, assert_close, assert_differs, num_blocks):
+    full = make_model("float64", num_blocks=num_blocks, chunk_triplets=None)
+    chunked = make_model("float64", num_blocks=num_blocks, chunk_triplets=40)
+    _same_weights(full, chunked)
+    batch = _batch(full, structures)
+    n_chunks = len(chunk_bounds(batch[K.EDGE_INDEX][0], batch[K.TRIPLET_A], batch[K.NUMBERS].shape[0], 40))
+    assert n_chunks > 10, n_chunks  # the test really splits molecules and crystals into many chunks
+    with torch.no_grad():
+        expected, actual = full(batch), chunked(batch)
+        other = make_model("float64", seed=1, num_blocks=num_blocks, chunk_triplets=None)(batch)
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        assert_close(actual[name], expected[name], TOL, f"{name}, chunked vs one pass")
+        assert_differs(other[name], expected[name], TOL, f"{name}, another model")
+
+
+def test_chunked_sorts_unsorted_edges(make_model, structures, assert_close):
+    """Edges in any order (e.g. from another neighbour list) give the same result."""
+    full = make_model("float64", chunk_triplets=None)
+    chunked = make_model("float64", chunk_triplets=40)
+    batch = _batch(full, structures)
+    n_edges = batch[K.EDGE_INDEX].shape[1]
+    perm = torch.randperm(n_edges, generator=torch.Generator().manual_seed(0))
+    inverse = torch.empty_like(perm)
+    inverse[perm] = torch.arange(n_edges)
+    shuffled = dict(batch)
+    shuffled[K.EDGE_INDEX] = batch[K.EDGE_INDEX][:, perm]
+    shuffled[K.EDGE_SHIFT] = batch[K.EDGE_SHIFT][perm]
+    tperm = torch.randperm(batch[K.TRIPLET_A].shape[0], generator=torch.Generator().manual_seed(1))
+    shuffled[K.TRIPLET_A] = inverse[batch[K.TRIPLET_A]][tperm]
+    shuffled[K.TRIPLET_B] = inverse[batch[K.TRIPLET_B]][tperm]
+    with torch.no_grad():
+        expected, actual = full(batch), chunked(shuffled)
+    for name in expected:
+        assert_close(actual[name], expected[name], TOL, f"{name}, shuffled edges and triplets, chunked")
+
+
+@pytest.mark.parametrize("checkpoint", ["blocks", "chunks"])
+def test_checkpoint_gradients_equal(make_model, structures, assert_close, checkpoint):
+    """Parameter and position gradients with checkpointing equal those without."""
+    names = ["bec", "forces", "dielectric", "piezo", "energy"]
+    ref = make_model("float64", targets=names, chunk_triplets=None)
+    ckpt = make_model("float64", targets=names, chunk_triplets=40, checkpoint=checkpoint)
+    _same_weights(ref, ckpt)
+    base = _batch(ref, structures)
+
+    def grads(model):
+        batch = dict(base)
+        batch[K.POSITIONS] = base[K.POSITIONS].clone().requires_grad_(True)
+        model.zero_grad()
+        out = model(batch)
+        loss = sum((v * torch.linspace(0.5, 1.5, v.numel(), dtype=v.dtype).reshape(v.shape)).square().sum()
+                   for v in out.values())
+        loss.backward()
+        return batch[K.POSITIONS].grad.clone(), {k: p.grad.clone() for k, p in model.named_parameters()
+                                                 if p.grad is not None}
+
+    try:
+        pos_ref, par_ref = grads(ref)
+        pos_ck, par_ck = grads(ckpt)
+    finally:
+        ref.zero_grad(set_to_none=True)
+        ckpt.zero_grad(set_to_none=True)
+    assert_close(pos_ck, pos_ref, TOL, f"position gradient, checkpoint={checkpoint}")
+    assert par_ck.keys() == par_ref.keys() and len(par_ref) > 20
+    # on the scale of the largest gradient: some vanish exactly (the sum rule cancels a bias's)
+    scale = max(float(g.abs().max()) for g in par_ref.values())
+    for k in par_ref:
+        assert_close(par_ck[k], par_ref[k], TOL, f"gradient of {k}, checkpoint={checkpoint}", scale=scale)
+
+
+def test_chunk_bounds_cover_everything():
+    # atoms 0..3; atom 0: edges 0,1 (2 triplets); atom 1: none; atom 2: edges 2,3,4 (6); atom 3: edge 5
+    centre = torch.tensor([0, 0, 2, 2, 2, 3])
+    ta = torch.tensor([0, 1, 2, 2, 3, 3, 4, 4])
+    bounds = chunk_bounds(centre, ta, 4, 3)
+    assert bounds == [(0, 2, 0, 2, 0, 2), (2, 4, 2, 6, 2, 8)]
+    assert chunk_bounds(centre, ta, 4, 100) == [(0, 4, 0, 6, 0, 8)]
+
+
+@pytest.mark.parametrize("model, message", [
+    ({"chunk_triplets": 0}, "model.chunk_triplets must be >= 1 or null, got 0"),
+    ({"checkpoint": "chunks", "chunk_triplets": None},
+     "model.checkpoint: chunks needs model.chunk_triplets (an integer, e.g. 16384)"),
+    ({"checkpoint": "all"}, "model.checkpoint must be one of ['none', 'blocks', 'chunks'], got 'all'"),
+])
+def test_config_errors(model, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config({"model": model, "targets": {"mu": {"key": "mu", "level": "structure", "rank": 1}}})
