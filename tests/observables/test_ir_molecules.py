@@ -101,6 +101,25 @@ def test_intensities_invariant_under_rotation():
     assert ref.intensities_km_mol.min() > 1e-3  # generic charges: every mode absorbs
 
 
+def test_intensity_is_dipole_change_along_the_mode():
+    """Linear dipole mu(R) = sum_k Z_k R_k: I_m = KM_MOL |mu(R0 + u_m) - mu(R0)|^2, u_m = displacement
+    per unit normal coordinate; fixes the index order Z[k, i, j] = d mu_i / dR_kj."""
+    rng = np.random.default_rng(7)
+    pos = np.array([[0.0, 0.0, 0.12], [0.76, 0.0, -0.47], [-0.76, 0.0, -0.47], [0.1, 0.9, 0.3]])
+    masses = np.array([15.999, 1.008, 1.008, 12.011])
+    h = spring_hessian(pos, [(0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3)], 7.0)
+    apt = rng.normal(size=(4, 3, 3))
+    modes = normal_modes(h, pos, masses)
+    dmu = np.einsum("kij,mkj->mi", apt, modes.displacements)  # mu(R0 + u_m) - mu(R0)
+    assert ir_intensities(apt, modes) == pytest.approx(KM_MOL * (dmu**2).sum(axis=1), rel=1e-12)
+    # a stretch along z with Z[k, x, z] only: dipole along x; the transposed reading would give 0
+    pos2, m2 = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 1.0]]), np.array([2.0, 3.0])
+    z = np.zeros((2, 3, 3))
+    z[0, 0, 2], z[1, 0, 2] = 0.5, -0.5
+    inten = ir_intensities(z, normal_modes(spring_hessian(pos2, [(0, 1)], 4.0), pos2, m2))
+    assert inten[0] == pytest.approx(KM_MOL * 0.25 / (6.0 / 5.0), rel=1e-12)
+
+
 def test_shape_errors_name_the_field():
     pos, masses = co2()
     with pytest.raises(DataError, match=r"hessian has shape \(3, 3\), expected \(9, 9\)"):
