@@ -15,9 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import os
+import sys
 import tempfile
-import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -32,32 +31,21 @@ KEY = "REF_piezoelectric"
 
 def run_variant(args) -> dict:
     name, options, data_dir, minutes, run_root = args
-    os.environ["OMP_NUM_THREADS"] = "1"
-    import torch
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from water_beta_completeness import train_variant
 
-    import etgnn
     from etgnn.data.readers import read_structures
     from etgnn.tensors import to_cartesian
-    from etgnn.train import train
 
-    torch.set_num_threads(1)
-    config = {
-        "model": {"hidden_channels": 64, "triplet_channels": 64, "num_blocks": 3},
-        "targets": {"piezo": {"key": KEY, "level": "structure", "rank": 3, "reduce": "mean", "symmetry": "ijk=ikj",
-                              "voigt_order": "vasp", "unit": "C/m^2", **options}},
-        "data": {"train": str(Path(data_dir) / "train_extra.xyz"), "split": [0.85, 0.15, 0.0], "num_workers": 1,
-                 "cache_dir": str(run_root / "cache")},
-        "training": {"batch_size": 16, "max_time": minutes, "lr_patience": 5, "progress": False},
-        "run_dir": str(run_root / name.split()[0].replace(".", "")),
-    }
-    start = time.time()
-    result = train(config)
-    model = etgnn.load_model(Path(config["run_dir"]) / "best.ckpt")
+    target = {"piezo": {"key": KEY, "level": "structure", "rank": 3, "reduce": "mean", "symmetry": "ijk=ikj",
+                        "voigt_order": "vasp", "unit": "C/m^2", **options}}
+    data = {"train": str(Path(data_dir) / "train_extra.xyz"), "split": [0.85, 0.15, 0.0]}
+    result, model, minutes_taken = train_variant(name, target, data, minutes, run_root)
     frames = read_structures(Path(data_dir) / "train.xyz")
     true = np.stack([to_cartesian(np.asarray(a.info[KEY], float), 3, "vasp") for a in frames])
     pred = np.stack([p["piezo"] for p in model.predict(frames)])
     return {"variant": name, "options": options, "epochs": result.epochs_run, "stopped": result.stopped,
-            "minutes": (time.time() - start) / 60, "n_test": len(frames),
+            "minutes": minutes_taken, "n_test": len(frames),
             "test": {"mae": float(np.abs(pred - true).mean()), "rmse": float(np.sqrt(((pred - true) ** 2).mean())),
                      "baseline_zero_mae": float(np.abs(true).mean())}}
 

@@ -83,11 +83,11 @@ def component_errors(frames, predicted) -> dict:
     return out
 
 
-def run_variant(args) -> dict:
-    name, options, paths, minutes, run_root = args
+def train_variant(name: str, target: dict, data: dict, minutes: float, run_root: Path):
+    """Train one variant on one thread (shared by the completeness benchmarks): the
+    :class:`etgnn.train.TrainResult`, the best model, and the minutes it took."""
     os.environ["OMP_NUM_THREADS"] = "1"
     import torch
-    from ase.io import read
 
     import etgnn
     from etgnn.train import train
@@ -95,20 +95,27 @@ def run_variant(args) -> dict:
     torch.set_num_threads(1)
     config = {
         "model": {"hidden_channels": 64, "triplet_channels": 64, "num_blocks": 3},
-        "targets": {"beta": {"key": "beta", "level": "structure", "rank": 3, "reduce": "sum", "symmetry": "ijk=ikj",
-                             **options}},
-        "data": {"train": str(paths["train"]), "val": str(paths["val"]), "test": str(paths["test"]),
-                 "num_workers": 1, "cache_dir": str(run_root / "cache")},
+        "targets": target,
+        "data": {**data, "num_workers": 1, "cache_dir": str(run_root / "cache")},
         "training": {"batch_size": 16, "max_time": minutes, "lr_patience": 5, "progress": False},
         "run_dir": str(run_root / name.split()[0].replace(".", "")),
     }
     start = time.time()
     result = train(config)
-    model = etgnn.load_model(Path(config["run_dir"]) / "best.ckpt")
+    return result, etgnn.load_model(Path(config["run_dir"]) / "best.ckpt"), (time.time() - start) / 60
+
+
+def run_variant(args) -> dict:
+    name, options, paths, minutes, run_root = args
+    from ase.io import read
+
+    target = {"beta": {"key": "beta", "level": "structure", "rank": 3, "reduce": "sum", "symmetry": "ijk=ikj", **options}}
+    data = {"train": str(paths["train"]), "val": str(paths["val"]), "test": str(paths["test"])}
+    result, model, minutes_taken = train_variant(name, target, data, minutes, run_root)
     frames = read(paths["test"], ":")
     predicted = [p["beta"] for p in model.predict(frames)]
     return {"variant": name, "options": options, "epochs": result.epochs_run, "stopped": result.stopped,
-            "best_epoch": result.best_epoch, "minutes": (time.time() - start) / 60,
+            "best_epoch": result.best_epoch, "minutes": minutes_taken,
             "test": component_errors(frames, predicted)}
 
 
