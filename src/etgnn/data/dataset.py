@@ -194,9 +194,7 @@ def load_structures_dataset(path, config: Config, *, progress: bool = True, form
         structures = structures[: config.data.max_structures]
     if not structures:
         raise DataError(f"{path} contains no structures")
-    labels = []
-    for i, atoms in enumerate(structures):
-        labels.append({name: extract_label(atoms, spec, source=str(path), index=i) for name, spec in specs.items()})
+    labels = _extract_labels(structures, specs, str(path))
     graphs = _build_graphs(structures, settings, str(path), config.data.num_workers, progress)
     ids = [str(a.info.get("id", f"{path.name}:{i}")) for i, a in enumerate(structures)]
     rows = list(zip(graphs, labels, ids))
@@ -205,6 +203,34 @@ def load_structures_dataset(path, config: Config, *, progress: bool = True, form
         cache.write(rows)  # one transaction: a killed write leaves no complete marker
         cache.close()
     return _finish(rows, config, path)
+
+
+def _extract_labels(structures, specs, source: str) -> list[dict[str, np.ndarray]]:
+    """Labels of every structure; a structure may lack some targets (stored as NaN), not all.
+
+    Raises:
+        DataError: a structure with no label for any target, or a target that no structure has
+            (the first structure's message names the field and the closest available one).
+    """
+    from .labels import MissingLabel, extract_label, labelled_rows
+
+    labels, missing = [], {name: None for name in specs}
+    for i, atoms in enumerate(structures):
+        row = {}
+        for name, spec in specs.items():
+            try:
+                row[name] = extract_label(atoms, spec, source=source, index=i)
+            except MissingLabel as exc:
+                missing[name] = missing[name] or exc
+                shape = ((len(atoms),) if spec.level == "atom" else ()) + (3,) * spec.rank
+                row[name] = np.full(shape, np.nan)
+        if not any(labelled_rows(row[n], specs[n].level).any() for n in specs):
+            raise DataError(f"{source} structure {i}: no label for any target ({', '.join(repr(s.key) for s in specs.values())})")
+        labels.append(row)
+    for name, spec in specs.items():
+        if missing[name] is not None and not any(labelled_rows(lab[name], spec.level).any() for lab in labels):
+            raise missing[name]
+    return labels
 
 
 def _read_cache(path: Path) -> list | None:

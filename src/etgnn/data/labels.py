@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import ConfigError, DataError, ShapeError
 from ..tensors import VOIGT_ORDERS, to_cartesian
 
-__all__ = ["LabelSpec", "extract_label", "acoustic_sum_violation", "sum_rule_violations", "check_sum_rule"]
+__all__ = ["LabelSpec", "MissingLabel", "labelled_rows", "extract_label", "acoustic_sum_violation", "sum_rule_violations", "check_sum_rule"]
 
 _LEVELS = ("atom", "structure")
 _VOIGT_SIZE = {2: 6, 3: 18, 4: 36}
@@ -73,6 +73,18 @@ class LabelSpec:
             raise ConfigError(f"LabelSpec {self.key!r}: transpose applies to rank-2 tensors only, rank is {self.rank}")
 
 
+class MissingLabel(DataError):
+    """A structure has no field for a target (it may still be labelled for the others)."""
+
+
+def labelled_rows(label: np.ndarray, level: str) -> np.ndarray:
+    """Which rows of a label carry a value: (n_atoms,) bool for per-atom labels, (1,) for a
+    structure label.  An unlabelled atom or structure is stored as NaN in every component."""
+    a = np.asarray(label, dtype=float)
+    rows = a.reshape(a.shape[0] if level == "atom" else 1, -1)
+    return ~np.isnan(rows).all(axis=1) if rows.shape[1] else np.ones(rows.shape[0], dtype=bool)
+
+
 def _where(atoms: ase.Atoms, source: str, index: int) -> str:
     sid = atoms.info.get("id")
     return f"{source} structure {index}" + (f" ({sid})" if isinstance(sid, str) else "")
@@ -102,7 +114,7 @@ def _lookup(atoms: ase.Atoms, key: str, where: str):
     available = _available(atoms)
     close = difflib.get_close_matches(key, available, n=1, cutoff=0.5)
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise DataError(f"{where}: field {key!r} not found; available: {', '.join(available) or '(none)'}{hint}")
+    raise MissingLabel(f"{where}: field {key!r} not found; available: {', '.join(available) or '(none)'}{hint}")
 
 
 def _forms(rank: int, per_atom: bool) -> str:
@@ -153,7 +165,11 @@ def _atom_tensors(a: np.ndarray, spec: LabelSpec, n: int, where: str) -> np.ndar
 
 
 def _check_finite(t: np.ndarray, spec: LabelSpec, where: str) -> None:
-    bad = np.argwhere(~np.isfinite(t))
+    """No inf anywhere; NaN only as a whole unlabelled atom (every component of its tensor) or a
+    whole unlabelled structure tensor."""
+    rows = t.reshape(t.shape[0] if spec.level == "atom" else 1, -1)
+    unlabelled = np.isnan(rows).all(axis=1) if rows.shape[1] else np.zeros(rows.shape[0], dtype=bool)
+    bad = np.argwhere((~np.isfinite(rows) & ~unlabelled[:, None]).reshape(t.shape))
     if len(bad):
         first = tuple(int(i) for i in bad[0])
         what = f"atom {first[0]}, component {first[1:]}" if spec.level == "atom" else f"component {first}"
@@ -217,6 +233,8 @@ def acoustic_sum_violation(becs) -> float:
     z = np.asarray(becs, dtype=float)
     if z.ndim != 3 or z.shape[1:] != (3, 3):
         raise ShapeError(f"Born charges must have shape (n_atoms, 3, 3), got {z.shape}")
+    if np.isnan(z).any():  # some atoms unlabelled: the sum over the structure is unknown
+        return 0.0
     return float(np.linalg.norm(z.sum(axis=0)))
 
 

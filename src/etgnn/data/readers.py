@@ -235,7 +235,7 @@ def _read_json_records(path: Path, index, structure_path, symprec) -> list[ase.A
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: not valid JSON ({type(exc).__name__}: {exc})") from exc
-    records = [data] if isinstance(data, dict) else data
+    records = _columns_to_records(data) if _is_columnar(data) else [data] if isinstance(data, dict) else data
     if not isinstance(records, list):
         raise DataError(f"{path}: expected a list of records, got {type(data).__name__}")
     frames = []
@@ -246,10 +246,50 @@ def _read_json_records(path: Path, index, structure_path, symprec) -> list[ase.A
             keys = sorted(rec) if isinstance(rec, dict) else type(rec).__name__
             raise DataError(f"{where}: record has no 'structure' key (got {keys})")
         atoms = _atoms_from_pymatgen(rec["structure"], where)
-        for key, value in _flatten({k: v for k, v in rec.items() if k != "structure"}).items():
+        if "id" in rec:
+            atoms.info["id"] = str(rec["id"])
+        rec = _expand_selected(rec, len(atoms), where)
+        for key, value in _flatten({k: v for k, v in rec.items() if k not in ("structure", "id")}).items():
             _place(atoms, key, value)
         frames.append(atoms)
     return frames
+
+
+def _is_columnar(data) -> bool:
+    """The MatTen layout: ``{field: {structure_id: value}}`` with pymatgen dicts under ``structure``."""
+    if not isinstance(data, dict) or not isinstance(data.get("structure"), dict):
+        return False
+    column = data["structure"]
+    return "sites" not in column and all(isinstance(v, dict) and "sites" in v for v in column.values())
+
+
+def _columns_to_records(data: dict) -> list[dict]:
+    ids = list(data["structure"])
+    return [{"id": sid, **{field: values[sid] for field, values in data.items()
+                           if isinstance(values, dict) and sid in values}} for sid in ids]
+
+
+def _expand_selected(rec: dict, n_atoms: int, where: str) -> dict:
+    """Per-atom fields given for the atoms flagged in ``atom_selector`` only (one entry per flagged
+    atom, e.g. the si_nmr shielding tensors) become (n_atoms, ...) arrays with NaN on the other
+    atoms, which etgnn treats as unlabelled."""
+    selector = rec.get("atom_selector")
+    if selector is None:
+        return rec
+    mask = np.asarray(selector, dtype=bool)
+    if mask.shape != (n_atoms,):
+        raise DataError(f"{where}: atom_selector has {mask.size} entries for {n_atoms} atoms")
+    out = dict(rec)
+    n_sel = int(mask.sum())
+    for key, value in rec.items():
+        if key in ("structure", "id", "atom_selector") or not isinstance(value, list) or n_sel == n_atoms:
+            continue
+        arr = np.asarray(value, dtype=float) if value and not isinstance(value[0], (str, dict)) else None
+        if arr is not None and arr.ndim >= 1 and arr.shape[0] == n_sel:
+            full = np.full((n_atoms,) + arr.shape[1:], np.nan)
+            full[mask] = arr
+            out[key] = full
+    return out
 
 
 def _born_structure_path(born: Path) -> Path:

@@ -148,7 +148,8 @@ def total_loss(
 
     Args:
         outputs: ``{target: (n, 3, ..., 3)}`` model predictions.
-        batch: a batch holding the label ``batch[target]`` of the same shape.
+        batch: a batch holding the label ``batch[target]`` of the same shape; rows (atoms or
+            structures) that are NaN in every component are unlabelled and left out.
         targets: ``{target: TargetConfig}`` (uses ``.loss`` and ``.weight``).
         scales: ``{target: scalar tensor}`` normalisation scale (data units).
         reduction: ``"mean"`` or ``"sum"`` over rows, per target.
@@ -160,7 +161,14 @@ def total_loss(
     total = None
     for name, t in targets.items():
         scale = scales[name].to(outputs[name].dtype)
-        value = LOSSES[t.loss](outputs[name] / scale, batch[name] / scale, reduction=reduction)
+        pred, label = outputs[name], batch[name]
+        labelled = ~torch.isnan(label.reshape(label.shape[0], -1)).all(dim=1)  # unlabelled rows are NaN
+        if not bool(labelled.all()):
+            pred, label = pred[labelled], label[labelled]
+        if label.shape[0]:
+            value = LOSSES[t.loss](pred / scale, label / scale, reduction=reduction)
+        else:  # no labelled row in this batch: zero, still connected to every output (DDP)
+            value = outputs[name].sum() * 0.0
         parts[name] = value
         weighted = t.weight * value
         if getattr(t, "sum_rule_weight", 0.0) > 0:

@@ -45,13 +45,17 @@ def fit_normalization(model, train, ridge: float = 1e-6) -> dict:
     if hasattr(model, "elements_seen"):
         model.elements_seen.zero_()
         model.elements_seen[torch.as_tensor(np.unique(np.concatenate(numbers)))] = True
+    all_numbers = numbers
     for name, head in model.heads.items():
+        numbers = all_numbers
         size = 3**head.rank
         basis = head.iso_basis.detach().cpu().double().numpy()
         shift = np.zeros((MAX_Z + 1, max(head.n_iso, 1)))
         if head.level == "atom":
             y = np.concatenate([lab[name].reshape(-1, size) for lab in train.labels])
             z = np.concatenate(numbers)
+            keep = ~np.isnan(y).all(axis=1)  # labelled atoms only
+            y, z = y[keep], z[keep]
             if head.n_iso:
                 coef = _iso_coefficients(y, basis)
                 for el in np.unique(z):
@@ -59,6 +63,9 @@ def fit_normalization(model, train, ridge: float = 1e-6) -> dict:
                 y = y - shift[z, : head.n_iso] @ basis
         else:
             y = np.stack([lab[name].reshape(size) for lab in train.labels])
+            keep = ~np.isnan(y).all(axis=1)  # labelled structures only
+            y = y[keep]
+            numbers = [n for n, k in zip(numbers, keep) if k]
             if head.n_iso and head.reduce == "mean":
                 # intensive: one global isotropic shift.  A per-element fit on composition
                 # fractions over-fits (64 elements, ~1000 crystals) and was measured to hurt the

@@ -1,0 +1,117 @@
+"""Partial and missing labels: per-atom targets labelled on some atoms only (NaN rows elsewhere),
+structures that lack a target altogether, and the MatTen/si_nmr JSON layout (per-atom tensors
+listed for the atoms flagged in ``atom_selector`` only)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.build import bulk
+from ase.io import write
+from pymatgen.io.ase import AseAtomsAdaptor
+
+from etgnn.config import load_config
+from etgnn.data.dataset import load_structures_dataset
+from etgnn.data.labels import LabelSpec, extract_label
+from etgnn.data.readers import read_structures
+from etgnn.errors import DataError
+from etgnn.train.losses import total_loss
+
+
+def _crystals(n=4):
+    out = []
+    for k in range(n):
+        a = bulk("SiO", "rocksalt", a=4.2 + 0.1 * k) * (2, 1, 1)
+        a.rattle(0.05, seed=k)
+        out.append(a)
+    return out
+
+
+def _matten_json(path, crystals, rng):
+    data = {"structure": {}, "atom_selector": {}, "nmr_tensor": {}, "sigma_iso": {}}
+    tensors = {}
+    for k, a in enumerate(crystals):
+        sel = [bool(z == 14) for z in a.numbers]
+        sel[-1] = False  # not every Si labelled
+        t = rng.normal(size=(int(np.sum(sel)), 3, 3)) + 400 * np.eye(3)
+        data["structure"][str(k)] = AseAtomsAdaptor.get_structure(a).as_dict()
+        data["atom_selector"][str(k)] = sel
+        data["nmr_tensor"][str(k)] = t.tolist()
+        data["sigma_iso"][str(k)] = np.trace(t, axis1=1, axis2=2).tolist()
+        tensors[k] = (np.array(sel), t)
+    path.write_text(json.dumps(data))
+    return tensors
+
+
+def test_matten_layout_expands_selected_atoms(tmp_path):
+    tensors = _matten_json(tmp_path / "nmr.json", _crystals(), np.random.default_rng(0))
+    frames = read_structures(tmp_path / "nmr.json")
+    assert [f.info["id"] for f in frames] == ["0", "1", "2", "3"]
+    for k, f in enumerate(frames):
+        sel, t = tensors[k]
+        label = extract_label(f, LabelSpec("nmr_tensor", "atom", 2))
+        np.testing.assert_array_equal(label[sel], t)
+        assert np.isnan(label[~sel]).all()
+
+
+def test_nan_only_as_whole_rows():
+    a = Atoms("SiO", positions=[[0, 0, 0], [1.6, 0, 0]])
+    t = np.full((2, 3, 3), np.nan)
+    t[0] = np.eye(3)
+    a.arrays["z"] = t.reshape(2, 9)
+    assert np.isnan(extract_label(a, LabelSpec("z", "atom", 2))[1]).all()
+    t[1, 0, 0] = 1.0  # a half-labelled atom is an error
+    a.arrays["z"] = t.reshape(2, 9)
+    with pytest.raises(DataError, match="structure 0: field 'z' has 8 NaN/inf value"):
+        extract_label(a, LabelSpec("z", "atom", 2))
+
+
+def _config(tmp_path, train, targets):
+    return load_config({"model": {"hidden_channels": 8, "triplet_channels": 4, "num_blocks": 1, "cutoff": 4.0,
+                                  "triplet_cutoff": 3.0},
+                        "targets": targets, "data": {"train": str(train), "cache_dir": None, "num_workers": 1},
+                        "run_dir": str(tmp_path / "run")})
+
+
+def test_mixed_file_and_missing_structure_labels(tmp_path):
+    frames = _crystals()
+    rng = np.random.default_rng(1)
+    for k, a in enumerate(frames):
+        a.info["eps"] = (np.eye(3) * (2 + k)).ravel()
+        if k % 2 == 0:  # Born charges on half of the structures only
+            a.arrays["becs"] = rng.normal(size=(len(a), 9))
+    write(tmp_path / "mixed.xyz", frames)
+    targets = {"bec": {"key": "becs", "level": "atom", "rank": 2}, "eps": {"key": "eps", "level": "structure", "rank": 2}}
+    ds = load_structures_dataset(tmp_path / "mixed.xyz", _config(tmp_path, tmp_path / "mixed.xyz", targets))
+    assert [bool(np.isnan(lab["bec"]).all()) for lab in ds.labels] == [False, True, False, True]
+    # a structure with no label at all is an error naming it
+    del frames[1].info["eps"]
+    write(tmp_path / "bad.xyz", frames)
+    with pytest.raises(DataError, match=r"bad.xyz structure 1: no label for any target"):
+        load_structures_dataset(tmp_path / "bad.xyz", _config(tmp_path, tmp_path / "bad.xyz", targets))
+    # a field that no structure has is the usual missing-field error
+    typo = {"bec": {"key": "bces", "level": "atom", "rank": 2}, "eps": targets["eps"]}
+    with pytest.raises(DataError, match="field 'bces' not found.*did you mean 'becs'"):
+        load_structures_dataset(tmp_path / "mixed.xyz", _config(tmp_path, tmp_path / "mixed.xyz", typo))
+
+
+def test_loss_ignores_unlabelled_rows():
+    cfg = load_config({"targets": {"z": {"key": "z", "level": "atom", "rank": 2, "loss": "mse"}}})
+    pred = torch.randn(5, 3, 3, dtype=torch.float64, requires_grad=True)
+    label = torch.randn(5, 3, 3, dtype=torch.float64)
+    label[[1, 3]] = float("nan")
+    batch = {"z": label, "_batch": torch.zeros(5, dtype=torch.long), "_n_atoms": torch.tensor([5])}
+    loss, _ = total_loss({"z": pred}, batch, cfg.targets, {"z": torch.tensor(2.0)})
+    keep = [0, 2, 4]
+    expected = (((pred[keep] - label[keep]) / 2.0) ** 2).mean()
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert torch.all(pred.grad[[1, 3]] == 0) and torch.all(pred.grad[keep] != 0)
+    # a batch without any labelled row contributes zero
+    batch["z"] = torch.full((5, 3, 3), float("nan"), dtype=torch.float64)
+    zero, _ = total_loss({"z": pred}, batch, cfg.targets, {"z": torch.tensor(2.0)})
+    assert float(zero.detach()) == 0.0
