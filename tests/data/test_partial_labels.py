@@ -115,3 +115,34 @@ def test_loss_ignores_unlabelled_rows():
     batch["z"] = torch.full((5, 3, 3), float("nan"), dtype=torch.float64)
     zero, _ = total_loss({"z": pred}, batch, cfg.targets, {"z": torch.tensor(2.0)})
     assert float(zero.detach()) == 0.0
+
+
+def test_validation_loss_is_the_training_loss(tmp_path):
+    """One loss for training and validation: on the same batch, in eval mode, with a soft
+    sum-rule penalty and partial labels, evaluate_loader's loss equals total_loss's."""
+    import etgnn
+    from etgnn.data.batch import collate
+    from etgnn.train.evaluate import evaluate_loader
+
+    frames = _crystals(3)
+    rng = np.random.default_rng(2)
+    for k, a in enumerate(frames):
+        z = rng.normal(size=(len(a), 3, 3))
+        if k == 1:
+            z[0] = np.nan  # one unlabelled atom
+        a.arrays["becs"] = z.reshape(len(a), 9)
+        a.info["eps"] = (np.eye(3) * (2 + k)).ravel()
+    targets = {"bec": {"key": "becs", "level": "atom", "rank": 2, "sum_rule_weight": 0.5, "loss": "mse"},
+               "eps": {"key": "eps", "level": "structure", "rank": 2, "weight": 2.0}}
+    model = etgnn.build_model({"model": {"hidden_channels": 8, "triplet_channels": 4, "num_blocks": 1, "dtype": "float64"},
+                               "targets": targets}).eval()
+    labels = [{"bec": extract_label(a, LabelSpec("becs", "atom", 2)), "eps": extract_label(a, LabelSpec("eps", "structure", 2))}
+              for a in frames]
+    batch = collate([model.graph(a) for a in frames], labels, {"bec": "atom", "eps": "structure"}, dtype=torch.float64)
+    with torch.no_grad():
+        out = model(batch)
+        train_loss, _ = total_loss(out, batch, model.config.targets, {n: h.scale for n, h in model.heads.items()})
+    val_loss, metrics, _, _ = evaluate_loader(model, [batch])
+    assert val_loss == pytest.approx(float(train_loss), rel=1e-12)
+    assert metrics["bec"]["n"] == sum(len(a) for a in frames) - 1  # labelled atoms only
+    assert np.isfinite(metrics["bec"]["mae"])

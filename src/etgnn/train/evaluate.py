@@ -9,9 +9,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..data import keys as K
 from ..data.batch import to_device
 from .ddp import DistContext, all_reduce_sum
-from .losses import LOSSES
+from .losses import total_loss
 from .metrics import MetricAccumulator
 
 __all__ = ["evaluate", "evaluate_loader", "predict_file", "iter_structures"]
@@ -41,27 +42,37 @@ def evaluate_loader(model, loader, *, ctx: DistContext | None = None, collect: b
     was_training = model.training
     model.eval()
     acc = MetricAccumulator(names, device=ctx.device)
-    sums = torch.zeros(2, len(names), dtype=torch.float64, device=ctx.device)  # loss sums, row counts
+    # per target: loss sum, labelled rows, sum-rule penalty sum, structures
+    sums = torch.zeros(4, len(names), dtype=torch.float64, device=ctx.device)
+    scales = {name: model.heads[name].scale for name in names}
     preds: dict[str, list] = {n: [] for n in names}
     refs: dict[str, list] = {n: [] for n in names}
     try:
         for batch in loader:
             batch = to_device(batch, ctx.device)
             out = model(batch)
+            # the training loss itself (every penalty included), summed, then averaged per target
+            _, parts = total_loss(out, batch, targets, scales, reduction="sum")
             for k, (name, t) in enumerate(targets.items()):
-                scale = model.heads[name].scale.to(out[name].dtype)
-                sums[0, k] += LOSSES[t.loss](out[name] / scale, batch[name] / scale, reduction="sum").double()
-                sums[1, k] += out[name].shape[0]
-                acc.update(name, out[name], batch[name])
+                labelled = ~torch.isnan(batch[name].reshape(batch[name].shape[0], -1)).all(dim=1)
+                pred, ref = out[name][labelled], batch[name][labelled]
+                sums[0, k] += parts[name].double()
+                sums[1, k] += pred.shape[0]
+                if f"{name}_sum_rule" in parts:
+                    sums[2, k] += parts[f"{name}_sum_rule"].double()
+                    sums[3, k] += batch[K.N_ATOMS].shape[0]
+                acc.update(name, pred, ref)
                 if collect:
-                    preds[name].append(out[name].detach().cpu().double().numpy())
-                    refs[name].append(batch[name].detach().cpu().double().numpy())
+                    preds[name].append(pred.detach().cpu().double().numpy())
+                    refs[name].append(ref.detach().cpu().double().numpy())
     finally:
         model.train(was_training)
     all_reduce_sum(sums, ctx)
     all_reduce_sum(acc.state, ctx)
     weights = torch.tensor([t.weight for t in targets.values()], dtype=torch.float64, device=ctx.device)
-    loss = float((weights * sums[0] / sums[1].clamp(min=1)).sum())
+    penalty = torch.tensor([getattr(t, "sum_rule_weight", 0.0) for t in targets.values()], dtype=torch.float64,
+                           device=ctx.device)
+    loss = float((weights * sums[0] / sums[1].clamp(min=1) + penalty * sums[2] / sums[3].clamp(min=1)).sum())
     if not collect:
         return loss, acc.compute(), None, None
     shape = {n: (0,) + (3,) * targets[n].rank for n in names}
