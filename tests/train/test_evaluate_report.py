@@ -71,7 +71,7 @@ def test_baselines_come_from_the_training_split(trained, data_file, tmp_path, ca
     assert main(["evaluate", str(tmp_path / "old.ckpt"), str(data_file), "-o", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "dyad*" in printed and "vec*" in printed
-    assert "* dyad, vec: the checkpoint holds no training baselines" in printed
+    assert "* dyad, vec: the checkpoint holds no training baselines" in printed and "own mean (optimistic)" in printed
     m_old = json.loads(out.read_text())["metrics"]
     assert m_old["dyad"]["baseline_source"] == EVALUATION
     assert m_old["dyad"]["baseline_mae"] == pytest.approx(np.abs(ref - ref.mean(axis=0)).mean(), rel=1e-6)

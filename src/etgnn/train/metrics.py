@@ -295,9 +295,10 @@ def format_table(metrics: Mapping[str, Mapping[str, Mapping]]) -> str:
                 lines.append(f"{'':<6} {'':<20} {part:<6} {vals} {'':>8}")
     has_base = any("baseline_mae" in m for per in metrics.values() for m in per.values())
     if has_base:
-        lines.append("base_: per-element mean tensor (per-atom targets) / mean tensor (structure targets) of the "
-                     "training data; parts: iso = tr/3, aniso = symmetric traceless, anti = antisymmetric")
+        lines.append("base_: constant predictor, the training data's per-element mean tensor (per-atom targets) "
+                     "or mean tensor (structure targets)\n"
+                     "parts of rank-2 targets: iso = tr/3, aniso = symmetric traceless, anti = antisymmetric")
     if notes:
         lines.append(f"* {', '.join(sorted(notes))}: the checkpoint holds no training baselines (written before "
-                     "etgnn stored them); the baseline is the evaluation data's own mean, an optimistic baseline")
+                     "etgnn stored them);\n  the baseline is the evaluation data's own mean (optimistic)")
     return "\n".join(lines)
