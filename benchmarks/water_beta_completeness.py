@@ -107,7 +107,8 @@ def run_variant(args) -> dict:
     model = etgnn.load_model(Path(config["run_dir"]) / "best.ckpt")
     frames = read(paths["test"], ":")
     predicted = [p["beta"] for p in model.predict(frames)]
-    return {"variant": name, "options": options, "epochs": result.epochs_run, "minutes": (time.time() - start) / 60,
+    return {"variant": name, "options": options, "epochs": result.epochs_run, "stopped": result.stopped,
+            "best_epoch": result.best_epoch, "minutes": (time.time() - start) / 60,
             "test": component_errors(frames, predicted)}
 
 

@@ -33,3 +33,23 @@ def test_new_checkpoint_loads_without_warning(tmp_path, recwarn):
     again = etgnn.load_model(tmp_path / "m.pt")
     assert again.config == model.config
     assert not [w for w in recwarn if "0.1.0" in str(w.message)]
+
+
+def test_newer_format_is_refused_with_the_remedy(tmp_path):
+    import torch
+
+    model = etgnn.build_model({"model": {"hidden_channels": 8, "triplet_channels": 4, "num_blocks": 1},
+                               "targets": {"mu": {"key": "mu", "level": "structure", "rank": 1}}})
+    ckpt = model.checkpoint()
+    assert ckpt["format_version"] == 2
+    ckpt["format_version"] = 99
+    torch.save(ckpt, tmp_path / "future.pt")
+    with pytest.raises(etgnn.DataError, match=r"format 99, newer than this etgnn .* upgrade etgnn"):
+        etgnn.load_model(tmp_path / "future.pt")
+
+
+def test_training_checkpoints_carry_the_format(tmp_path):
+    from etgnn.train.checkpoint import load_checkpoint, save_checkpoint
+
+    save_checkpoint(tmp_path / "x.ckpt", config={}, state_dict={}, optimizer={}, epoch=0)
+    assert load_checkpoint(tmp_path / "x.ckpt")["format_version"] == etgnn.model.CHECKPOINT_FORMAT

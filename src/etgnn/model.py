@@ -170,6 +170,7 @@ class ETGNN(nn.Module):
     def checkpoint(self) -> dict:
         """Everything needed to rebuild the model: resolved config, weights, versions."""
         return {
+            "format_version": CHECKPOINT_FORMAT,
             "etgnn_version": __version__,
             "torch_version": torch.__version__,
             "config": config_to_dict(self.config),
@@ -211,6 +212,10 @@ def build_model(config) -> ETGNN:
     return model.to(_DTYPES[cfg.model.dtype])
 
 
+#: Version of the model-file layout written by :meth:`ETGNN.checkpoint`: 1 is etgnn 0.1.0's (no
+#: ``format_version`` entry), 2 adds the complete expansion and the smooth triplet stream.
+CHECKPOINT_FORMAT = 2
+
 #: Target options added after etgnn 0.1.0, with the value that reproduces a 0.1.0 model.
 _ADDED_TARGET_OPTIONS = {"mixed": False, "chiral": False, "four_body": False}
 
@@ -246,8 +251,12 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         raise DataError(f"{path} is not an etgnn model file: {exc}") from None
     if not isinstance(ckpt, dict) or "config" not in ckpt:
         raise DataError(f"{path} is not an etgnn model file (no 'config' entry)")
+    version = ckpt.get("format_version", 1)
+    if not isinstance(version, int) or version > CHECKPOINT_FORMAT:
+        raise DataError(f"{path} has model-file format {version!r}, newer than this etgnn {__version__} reads "
+                        f"(format {CHECKPOINT_FORMAT}): upgrade etgnn (pip install -U etgnn) to load it")
     state = ckpt.get("model_state", ckpt.get("state_dict"))
-    model = build_model(_upgrade_config(ckpt["config"], path))
+    model = build_model(_upgrade_config(ckpt["config"], path) if version == 1 else ckpt["config"])
     state = dict(state)
     state.setdefault("elements_seen", model.elements_seen)  # files written before etgnn 0.1.0 final
     model.load_state_dict(state)

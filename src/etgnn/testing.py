@@ -1,5 +1,11 @@
 """Reusable physics checks for etgnn models and for anyone who adds a head.
 
+Symmetry of any model (for users who add a head; the project's own tests use them too):
+:func:`equivariance_errors` (rotation, improper rotation, translation), :func:`permutation_errors`,
+:func:`batch_errors` (batched == one by one), :func:`supercell_errors` (a crystal and its
+supercell describe the same material), and :func:`assert_symmetric_model`, all of them at once.
+Each returns ``{target: largest error relative to the largest |value|}``.
+
 Continuity: :func:`cutoff_steps` moves one atom across a cutoff sphere and returns how much
 every prediction changes; for a continuous model with a bounded derivative the change vanishes
 with the move.
@@ -51,6 +57,11 @@ __all__ = [
     "point_group_crystal",
     "molecule_rotations",
     "cutoff_steps",
+    "equivariance_errors",
+    "permutation_errors",
+    "batch_errors",
+    "supercell_errors",
+    "assert_symmetric_model",
 ]
 
 
@@ -329,3 +340,79 @@ def cutoff_steps(model, atoms: Atoms, moving: int, partner: int, radius: float,
             out.append(model.predict(a)[0])
         steps.append(max(float(np.abs(out[0][k] - out[1][k]).max()) for k in out[0]))
     return np.array(steps)
+
+
+def _relative(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max(initial=0.0) / max(np.abs(b).max(initial=0.0), 1e-30))
+
+
+def _worst(errors: dict[str, float], new: dict[str, float]) -> dict[str, float]:
+    return {k: max(errors.get(k, 0.0), v) for k, v in new.items()}
+
+
+def equivariance_errors(model, atoms: Atoms, rotation: np.ndarray, shift=(0.0, 0.0, 0.0)) -> dict[str, float]:
+    """Largest relative error of ``T(R x + s) = R . T(x)`` per target (one R per tensor index).
+
+    Args:
+        rotation: (3, 3) orthogonal, proper or improper (a rank-M tensor then gains ``det^M``).
+        shift: (3,) translation, Angstrom.
+    """
+    from .tensors import rotate
+
+    moved = atoms.copy()
+    moved.positions = atoms.positions @ rotation.T + np.asarray(shift)
+    moved.set_cell(atoms.cell[:] @ rotation.T, scale_atoms=False)
+    ref, got = model.predict([atoms, moved], batch_size=2)
+    return {k: _relative(got[k], rotate(ref[k], rotation, model.heads[k].rank)) for k in ref}
+
+
+def permutation_errors(model, atoms: Atoms, seed: int = 0) -> dict[str, float]:
+    """Largest relative error of the predictions under a random permutation of the atoms."""
+    perm = np.random.default_rng(seed).permutation(len(atoms))
+    ref, got = model.predict([atoms, atoms[perm]], batch_size=2)
+    return {k: _relative(got[k], ref[k][perm] if model.heads[k].level == "atom" else ref[k]) for k in ref}
+
+
+def batch_errors(model, structures: Sequence[Atoms]) -> dict[str, float]:
+    """Largest relative error between one batch of all ``structures`` and one structure at a time."""
+    together = model.predict(list(structures), batch_size=len(structures))
+    errors: dict[str, float] = {}
+    for atoms, ref in zip(structures, together):
+        alone = model.predict(atoms)[0]
+        errors = _worst(errors, {k: _relative(ref[k], alone[k]) for k in ref})
+    return errors
+
+
+def supercell_errors(model, atoms: Atoms, repeat=(2, 2, 1)) -> dict[str, float]:
+    """A periodic crystal and its supercell: per-atom tensors repeat, intensive (``mean``)
+    structure tensors are equal, extensive (``sum``) ones scale with the number of cells."""
+    big = atoms.repeat(repeat)
+    n = int(np.prod(repeat))
+    ref, got = model.predict([atoms, big], batch_size=2)
+    errors = {}
+    for k in ref:
+        head = model.heads[k]
+        if head.level == "atom":
+            expected = np.concatenate([ref[k]] * n)  # ase's repeat puts the copies one after another
+        else:
+            expected = ref[k] * (n if head.reduce == "sum" else 1)
+        errors[k] = _relative(got[k], expected)
+    return errors
+
+
+def assert_symmetric_model(model, molecule: Atoms, crystal: Atoms, tol: float, seed: int = 0) -> None:
+    """Every check above on a molecule and a periodic crystal; raises AssertionError naming the
+    check and the target whose relative error exceeds ``tol`` (1e-10 suits float64, 1e-5 float32)."""
+    from .tensors import random_rotation
+
+    rng = np.random.default_rng(seed)
+    checks = {}
+    for name, atoms in (("molecule", molecule), ("crystal", crystal)):
+        checks[f"rotation ({name})"] = equivariance_errors(model, atoms, random_rotation(rng), rng.normal(size=3))
+        checks[f"improper rotation ({name})"] = equivariance_errors(model, atoms, random_rotation(rng, improper=True))
+        checks[f"permutation ({name})"] = permutation_errors(model, atoms, seed)
+    checks["batch"] = batch_errors(model, [molecule, crystal])
+    checks["supercell"] = supercell_errors(model, crystal)
+    bad = [f"{check}: {k} {err:.1e}" for check, errors in checks.items() for k, err in errors.items() if err > tol]
+    if bad:
+        raise AssertionError("not symmetric within %.0e: %s" % (tol, "; ".join(bad)))

@@ -10,6 +10,7 @@ Modules (each imported on its own, so that an optional dependency is only needed
 - :mod:`etgnn.observables.spectra`: IR (current and dipole routes) and Raman spectra from time
   series, :mod:`etgnn.observables.timeseries`: streaming predictions along a trajectory
   (``etgnn spectrum ir|raman``).
+- :mod:`etgnn.observables.ir`: harmonic IR intensities of molecules (normal modes x APTs, km/mol).
 - :mod:`etgnn.observables.harmonic`: harmonic forces from phonopy force constants;
   :mod:`etgnn.observables.field`: MD under an electric field (F = q Z^T E);
   :mod:`etgnn.observables.combined`: one ASE calculator from a force and a dipole calculator.

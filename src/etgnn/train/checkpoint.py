@@ -3,6 +3,7 @@
 A checkpoint is a dict written with :func:`etgnn.model.save_atomic` (temporary file + fsync +
 rename, so a run killed while writing leaves the previous file intact)::
 
+    format_version                 layout version (etgnn.model.CHECKPOINT_FORMAT; absent in 0.1.0)
     etgnn_version, torch_version   package versions
     config                         resolved config as a plain dict
     state_dict                     evaluation weights (the EMA weights when training.ema_decay
@@ -30,7 +31,7 @@ import torch
 
 from .. import __version__
 from ..errors import DataError
-from ..model import save_atomic
+from ..model import CHECKPOINT_FORMAT, save_atomic
 
 __all__ = ["BEST", "LAST", "capture_rng", "restore_rng", "save_checkpoint", "load_checkpoint", "seed_everything",
            "epoch_seed"]
@@ -84,7 +85,8 @@ def save_checkpoint(path: str | os.PathLike, **fields: Any) -> None:
         path: destination (``run_dir/best.ckpt`` or ``run_dir/last.ckpt``).
         **fields: the entries listed in the module docstring.
     """
-    ckpt = {"etgnn_version": __version__, "torch_version": torch.__version__, **fields}
+    ckpt = {"format_version": CHECKPOINT_FORMAT, "etgnn_version": __version__, "torch_version": torch.__version__,
+            **fields}
     save_atomic(ckpt, path)
 
 
