@@ -68,12 +68,18 @@ def parity_plot(predictions: Mapping[str, np.ndarray], references: Mapping[str, 
     panels = _panels(predictions, references, metrics)
     ncols = 4 if any(part != "all" for _, part, *_ in panels) else min(len(panels), 3)
     ncols = max(ncols, 1)
-    nrows = max(math.ceil(len(panels) / ncols), 1)
+    slots, k = [], 0  # a rank-2 target's four panels start a row
+    for _, part, _, _, m in panels:
+        if part == "all" and "parts" in m and k % ncols:
+            k += ncols - k % ncols
+        slots.append(k)
+        k += 1
+    nrows = max(math.ceil(k / ncols), 1)
     fig = Figure(figsize=(4.2 * ncols, 4.0 * nrows), layout="constrained")
     FigureCanvasAgg(fig)
     rng = np.random.default_rng(0)
     for k, (name, part, p, y, m) in enumerate(panels):
-        ax = fig.add_subplot(nrows, ncols, k + 1)
+        ax = fig.add_subplot(nrows, ncols, slots[k] + 1)
         if p.size > MAX_POINTS:
             pick = rng.choice(p.size, MAX_POINTS, replace=False)
             p, y = p[pick], y[pick]
