@@ -184,3 +184,20 @@ def test_table_shows_parts_baselines_and_says_when_the_baseline_is_not_from_trai
     assert "t: the checkpoint holds no training baselines" in table
     trained = full_metrics({"t": pred}, {"t": ref}, STRUCT2, baselines={"t": {"mean": [0.0] * 9}})
     assert "no training baselines" not in format_table({"data": trained})
+
+
+def test_parity_plot_has_a_panel_per_part_with_the_baseline(tmp_path):
+    from etgnn.train.plots import parity_plot
+
+    pred, ref, *_ = _polarizability_like(8)
+    v = np.arange(12.0).reshape(4, 3)
+    targets = {"v": SimpleNamespace(level="atom", rank=1), "t": STRUCT2["t"]}
+    m = full_metrics({"v": v + 1, "t": pred}, {"v": v, "t": ref}, targets, numbers=np.array([1, 1, 8, 8]))
+    fig = parity_plot({"v": v + 1, "t": pred}, {"v": v, "t": ref}, tmp_path / "p.png", m)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["v", "t: all components", "t: isotropic tr/3", "t: anisotropic (sym. traceless)",
+                      "t: antisymmetric"]
+    assert [ax.get_subplotspec().num1 for ax in fig.axes] == [0, 4, 5, 6, 7]  # t starts its own row
+    iso_text = fig.axes[2].texts[0].get_text()
+    assert iso_text == "MAE = 0.1 (baseline 1)\n$R^2$ = 0.9900 (baseline 0.000)"
+    assert (tmp_path / "p.png").stat().st_size > 1000

@@ -47,7 +47,7 @@ def _num(v, spec: str) -> str:
 
 def parity_plot(predictions: Mapping[str, np.ndarray], references: Mapping[str, np.ndarray],
                 path: str | os.PathLike, metrics: Mapping[str, Mapping] | None = None,
-                units: Mapping[str, str] | None = None, title: str | None = None) -> None:
+                units: Mapping[str, str] | None = None, title: str | None = None):
     """Write a parity plot: one panel per target, four (all, iso, aniso, anti) for rank-2 ones.
 
     Args:
@@ -57,6 +57,9 @@ def parity_plot(predictions: Mapping[str, np.ndarray], references: Mapping[str, 
             baselines); pooled metrics only (computed if absent) give one panel per target.
         units: ``{target: unit}`` for the axis labels.
         title: figure title.
+
+    Returns:
+        the matplotlib ``Figure`` (already written to ``path``).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -104,3 +107,4 @@ def parity_plot(predictions: Mapping[str, np.ndarray], references: Mapping[str, 
     if title:
         fig.suptitle(title)
     fig.savefig(os.fspath(path), dpi=120)
+    return fig
