@@ -71,7 +71,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="best.ckpt / last.ckpt or a saved model")
     p.add_argument("data", metavar="DATA", help="labelled structures, read with the targets' keys of the checkpoint")
     p.add_argument("--output", "-o", metavar="JSON", help="write the metrics as JSON here")
-    p.add_argument("--plot", metavar="PNG", help="write a parity plot (one panel per target) here")
+    p.add_argument("--plot", metavar="PNG",
+                   help="write a parity plot here (one panel per target; four, all/iso/aniso/anti, per rank-2 one)")
     p.add_argument("--batch-size", type=int, default=None, metavar="N", help="structures per batch")
     p.add_argument("--format", default=None, metavar="F", help="data format (default: detected)")
     p.add_argument("--structure", default=None, metavar="PATH", help=_STRUCTURE_HELP)
@@ -148,7 +149,7 @@ def _drop_threshold(value, config, checkpoint: str) -> float | None:
         threshold = float(value)
     except ValueError:
         raise ConfigError(f"--drop-sum-rule-violators takes a number (|sum over atoms| in data units), "
-                          f"got {value!r}") from None
+                          f"got {value!r}; without a number put it after DATA") from None
     if not threshold >= 0:
         raise ConfigError(f"--drop-sum-rule-violators must be >= 0, got {value!r}")
     return threshold
