@@ -68,6 +68,9 @@ class ETGNN(nn.Module):
         #: elements present in the training data (set by etgnn.train.normalization); all False
         #: for an untrained model, which then accepts any element
         self.register_buffer("elements_seen", torch.zeros(MAX_Z + 1, dtype=torch.bool))
+        #: constant predictors of the training data, the metrics' baselines
+        #: (:func:`etgnn.train.metrics.training_baselines`, set with the normalisation); None if unknown
+        self.baselines: dict | None = None
 
     @property
     def dtype(self) -> torch.dtype:
@@ -172,6 +175,7 @@ class ETGNN(nn.Module):
             "torch_version": torch.__version__,
             "config": config_to_dict(self.config),
             "state_dict": self.state_dict(),
+            "baselines": self.baselines,
         }
 
     def save(self, path: str | os.PathLike) -> None:
@@ -256,4 +260,5 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     state = dict(state)
     state.setdefault("elements_seen", model.elements_seen)  # files written before etgnn 0.1.0 final
     model.load_state_dict(state)
+    model.baselines = ckpt.get("baselines")  # absent before etgnn stored them
     return model.to(map_location)

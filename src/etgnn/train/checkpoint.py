@@ -17,6 +17,8 @@ rename, so a run killed while writing leaves the previous file intact)::
     rng                            torch / numpy / python / cuda generator states and the
                                    loader's (seed, epoch) (shuffling depends on these only)
     normalization                  the statistics fitted on the training part
+    baselines                      training means, the metrics' baselines (etgnn.train.metrics.
+                                   training_baselines; absent in older files, optional to read)
 """
 
 from __future__ import annotations

@@ -42,6 +42,19 @@ _STRUCTURE_HELP = ("structure file of a phonopy BORN (its unit cell) or OUTCAR i
                    "an id_prop.csv's structure files (default: beside the data file)")
 
 
+_EVALUATE_HELP = """\
+Metrics of a checkpoint on every structure of DATA, in data units: per target the pooled MAE,
+RMSE, R^2 over all components and the mean Euclidean error; beside each a baseline (the
+per-element mean tensor of the training data for per-atom targets, the training mean tensor for
+structure targets); for rank-2 targets also the isotropic (tr/3), anisotropic (symmetric
+traceless) and antisymmetric parts.  Structures whose per-atom rank-2 labels break the acoustic
+sum rule are listed (index in DATA, |sum|) and evaluated unless --drop-sum-rule-violators.
+"""
+
+#: --drop-sum-rule-violators without a value: the checkpoint's training threshold
+_CHECKPOINT = "checkpoint"
+
+
 def add_parser(subparsers) -> None:
     """Register the ``train``, ``evaluate`` and ``predict`` subcommands."""
     p = subparsers.add_parser("train", help="train a model from a YAML config", description=_TRAIN_HELP,
@@ -54,15 +67,20 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=_train)
 
     p = subparsers.add_parser("evaluate", help="metrics of a checkpoint on labelled data",
-                              description="MAE, RMSE, mean Euclidean error and R^2 per target, in data units.")
+                              description=_EVALUATE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="best.ckpt / last.ckpt or a saved model")
     p.add_argument("data", metavar="DATA", help="labelled structures, read with the targets' keys of the checkpoint")
     p.add_argument("--output", "-o", metavar="JSON", help="write the metrics as JSON here")
-    p.add_argument("--plot", metavar="PNG", help="write a parity plot (one panel per target) here")
+    p.add_argument("--plot", metavar="PNG",
+                   help="write a parity plot here (one panel per target; four, all/iso/aniso/anti, per rank-2 one)")
     p.add_argument("--batch-size", type=int, default=None, metavar="N", help="structures per batch")
     p.add_argument("--format", default=None, metavar="F", help="data format (default: detected)")
     p.add_argument("--structure", default=None, metavar="PATH", help=_STRUCTURE_HELP)
     p.add_argument("--map", action="append", default=[], metavar="KEY=FIELD", help=_MAP_HELP)
+    p.add_argument("--drop-sum-rule-violators", nargs="?", const=_CHECKPOINT, default=None, metavar="THRESHOLD",
+                   help="leave out structures whose per-atom rank-2 labels have |sum over atoms| above THRESHOLD "
+                        "(data units; without a value: the checkpoint's data.sum_rule_threshold). Default: "
+                        "evaluate every structure and list the violators")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.set_defaults(func=_evaluate)
 
@@ -116,9 +134,29 @@ def _train(args) -> int:
     return 0
 
 
+def _drop_threshold(value, config, checkpoint: str) -> float | None:
+    """The ``--drop-sum-rule-violators`` threshold: ``None`` (keep all), a number, or the checkpoint's."""
+    from ..errors import ConfigError
+
+    if value is None:
+        return None
+    if value == _CHECKPOINT:
+        if config.data.sum_rule_threshold is None:
+            raise ConfigError(f"{checkpoint} was trained without data.sum_rule_threshold; give "
+                              "--drop-sum-rule-violators a THRESHOLD (|sum over atoms| in data units)")
+        return float(config.data.sum_rule_threshold)
+    try:
+        threshold = float(value)
+    except ValueError:
+        raise ConfigError(f"--drop-sum-rule-violators takes a number (|sum over atoms| in data units), "
+                          f"got {value!r}; without a number put it after DATA") from None
+    if not threshold >= 0:
+        raise ConfigError(f"--drop-sum-rule-violators must be >= 0, got {value!r}")
+    return threshold
+
+
 def _evaluate(args) -> int:
-    from ..data.dataset import load_structures_dataset
-    from .evaluate import evaluate
+    from .evaluate import evaluate, format_sum_rule_report, load_evaluation_data
     from .metrics import format_table
     from .plots import parity_plot
 
@@ -129,17 +167,21 @@ def _evaluate(args) -> int:
     batch_size = _positive(args.batch_size, "--batch-size")
     model = _load(args.checkpoint, args.device)
     config = remap_targets(model.config, parse_key_map(args.map))
+    drop = _drop_threshold(args.drop_sum_rule_violators, config, args.checkpoint)
     path = resolve_data_path(args.data)
     first = next(iter_structures(path, args.format or config.data.format, structure_path=args.structure), None)
     if first is not None:
         check_targets_present(first, config, f"{args.data} structure 0")
-    dataset = load_structures_dataset(path, config, progress=True, format=args.format,
-                                      structure_path=args.structure)
+    dataset, sum_rule = load_evaluation_data(path, config, drop_threshold=drop, format=args.format,
+                                             structure_path=args.structure)
+    if sum_rule["violators"]:
+        print(format_sum_rule_report(sum_rule, args.data))
     metrics, pred, ref = evaluate(model, dataset, batch_size=batch_size)
     print(format_table({"data": metrics}))
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps({"checkpoint": str(args.checkpoint), "data": str(args.data),
+                                                 "n_evaluated": len(dataset), "sum_rule": sum_rule,
                                                  "metrics": metrics}, indent=2))
         print(f"metrics written to {args.output}")
     if args.plot:

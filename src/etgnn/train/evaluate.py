@@ -1,7 +1,10 @@
 """Evaluation on labelled data and streamed prediction of structure files.
 
-``evaluate`` gives metrics in data units plus the predictions and references; ``predict_file``
-is the 0.1 name of :meth:`etgnn.predict.Predictor.predict_file` (the one prediction path).
+``evaluate`` gives metrics in data units (:func:`etgnn.train.metrics.full_metrics`: pooled,
+baselines, rank-2 parts) plus the predictions and references; ``load_evaluation_data`` reads
+every structure of a file and reports (and, only when asked, drops) those that break the
+acoustic sum rule; ``predict_file`` is the 0.1 name of
+:meth:`etgnn.predict.Predictor.predict_file` (the one prediction path).
 """
 
 from __future__ import annotations
@@ -13,9 +16,14 @@ from ..data import keys as K
 from ..data.batch import to_device
 from .ddp import DistContext, all_reduce_sum
 from .losses import total_loss
-from .metrics import MetricAccumulator
+from .metrics import MetricAccumulator, atomic_numbers, full_metrics
 
-__all__ = ["evaluate", "evaluate_loader", "predict_file", "iter_structures"]
+__all__ = ["evaluate", "evaluate_loader", "load_evaluation_data", "sum_rule_violators", "format_sum_rule_report", "predict_file",
+           "iter_structures"]
+
+#: |sum over atoms| (data units) above which a structure is reported when the checkpoint has no
+#: ``data.sum_rule_threshold`` (the same value the data reader reports with)
+REPORT_THRESHOLD = 0.1
 
 from ..data.readers import iter_structures  # noqa: E402  (0.1 location of the streaming reader)
 
@@ -62,9 +70,9 @@ def evaluate_loader(model, loader, *, ctx: DistContext | None = None, collect: b
                     sums[2, k] += parts[f"{name}_sum_rule"].double()
                     sums[3, k] += batch[K.N_ATOMS].shape[0]
                 acc.update(name, pred, ref)
-                if collect:
-                    preds[name].append(pred.detach().cpu().double().numpy())
-                    refs[name].append(ref.detach().cpu().double().numpy())
+                if collect:  # every row, unlabelled ones (NaN references) included: full_metrics masks them
+                    preds[name].append(out[name].detach().cpu().double().numpy())
+                    refs[name].append(batch[name].detach().cpu().double().numpy())
     finally:
         model.train(was_training)
     all_reduce_sum(sums, ctx)
@@ -92,14 +100,95 @@ def evaluate(model, dataset, *, batch_size: int | None = None):
 
     Returns:
         ``(metrics, predictions, references)``: ``{target: {"mae", "rmse", "euclidean", "r2",
-        "n"}}`` in data units, and ``{target: array}`` with per-atom targets (total n_atoms, 3, ...)
+        "n", "baseline_mae", ..., "parts": ...}}`` of :func:`etgnn.train.metrics.full_metrics` in
+        data units (baselines from ``model.baselines``, the training data's means, else from
+        ``dataset`` itself), and ``{target: array}`` with per-atom targets (total n_atoms, 3, ...)
         in dataset order and per-structure targets (n_structures, 3, ...), float64.
     """
     from ..data.dataset import make_loader
 
     loader = make_loader(dataset, model.config, shuffle=False, batch_size=batch_size)
-    _, metrics, preds, refs = evaluate_loader(model, loader, collect=True)
+    _, _, preds, refs = evaluate_loader(model, loader, collect=True)
+    metrics = full_metrics(preds, refs, model.config.targets, numbers=atomic_numbers(dataset),
+                           baselines=getattr(model, "baselines", None))
     return metrics, preds, refs
+
+
+def sum_rule_violators(dataset, targets, threshold: float) -> dict[str, list[dict]]:
+    """Structures whose per-atom rank-2 labels break the acoustic sum rule.
+
+    Args:
+        dataset: a :class:`etgnn.data.dataset.GraphDataset`.
+        targets: ``{name: TargetConfig}``; per-atom rank-2 targets are checked.
+        threshold: report ``|sum over atoms|`` (Frobenius norm, data units) above this.
+
+    Returns:
+        ``{target: [{"index": position in dataset, "id": structure id, "abs_sum": float}]}``
+        for every per-atom rank-2 target (an empty list when none breaks it).
+    """
+    from ..data.labels import acoustic_sum_violation
+
+    out = {}
+    for name, t in targets.items():
+        if t.level == "atom" and t.rank == 2:
+            viol = [acoustic_sum_violation(lab[name]) for lab in dataset.labels]
+            out[name] = [{"index": i, "id": dataset.ids[i], "abs_sum": v} for i, v in enumerate(viol) if v > threshold]
+    return out
+
+
+def load_evaluation_data(path, config, *, drop_threshold: float | None = None, format: str | None = None,
+                         structure_path=None, progress: bool = True):
+    """Every structure of ``path`` for evaluation, with its sum-rule violators.
+
+    Unlike training, nothing is dropped unless ``drop_threshold`` is given (the checkpoint's
+    ``data.sum_rule_threshold`` is not applied silently).
+
+    Args:
+        path: labelled data file.
+        config: the checkpoint's :class:`etgnn.config.Config` (targets, graph settings).
+        drop_threshold: drop structures with ``|sum over atoms|`` above this (data units).
+        format, structure_path, progress: as :func:`etgnn.data.dataset.load_structures_dataset`.
+
+    Returns:
+        ``(dataset, report)``: the dataset evaluated (every structure, or the kept ones) and
+        ``{"threshold", "dropped": bool, "n_structures": read, "violators": {target: [{"index"
+        (in the file), "id", "abs_sum"}]}}``.
+    """
+    import dataclasses
+    import warnings
+
+    from ..data.dataset import load_structures_dataset
+
+    threshold = drop_threshold if drop_threshold is not None else (config.data.sum_rule_threshold or REPORT_THRESHOLD)
+    keep_all = dataclasses.replace(config, data=dataclasses.replace(config.data, sum_rule_threshold=None))
+    with warnings.catch_warnings():  # reported below, with the evaluation's threshold and action
+        warnings.filterwarnings("ignore", message=".*violate the sum rule")
+        full = load_structures_dataset(path, keep_all, progress=progress, format=format,
+                                       structure_path=structure_path)
+    violators = sum_rule_violators(full, config.targets, threshold)
+    report = {"threshold": threshold, "dropped": drop_threshold is not None, "n_structures": len(full),
+              "violators": violators}
+    if drop_threshold is None:
+        return full, report
+    bad = {v["index"] for vs in violators.values() for v in vs}
+    return full.subset([i for i in range(len(full)) if i not in bad]), report
+
+
+def format_sum_rule_report(report: dict, source: str) -> str:
+    """One line per per-atom rank-2 target: how many structures break the sum rule, which, and
+    whether they were evaluated or dropped (``""`` when there is no such target)."""
+    lines = []
+    action = "dropped (--drop-sum-rule-violators)" if report["dropped"] else "evaluated (drop them with --drop-sum-rule-violators)"
+    for name, bad in report["violators"].items():
+        if not bad:
+            lines.append(f"sum rule of {name!r}: all {report['n_structures']} structures of {source} within "
+                         f"|sum| <= {report['threshold']:g}")
+            continue
+        shown = ", ".join(f"{v['index']} ({v['abs_sum']:.3g})" for v in bad[:10])
+        more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+        lines.append(f"sum rule of {name!r}: {len(bad)} of {report['n_structures']} structures of {source} have "
+                     f"|sum over atoms| > {report['threshold']:g} (index in the file: |sum|): {shown}{more}; {action}")
+    return "\n".join(lines)
 
 
 def predict_file(model, input_path, output_path, *, batch_size: int = 32, format: str | None = None,

@@ -13,6 +13,7 @@ import torch
 
 from ..data import keys as K
 from ..nn.backbone import MAX_Z
+from .metrics import training_baselines
 
 __all__ = ["fit_normalization"]
 
@@ -25,6 +26,8 @@ def _iso_coefficients(y: np.ndarray, basis: np.ndarray) -> np.ndarray:
 
 def fit_normalization(model, train, ridge: float = 1e-6) -> dict:
     """Set every head's ``scale``, ``element_shift``, ``edge_norm`` and ``triplet_norm`` from data.
+
+    Also sets ``model.baselines`` (the metrics' constant predictors, fitted on ``train``).
 
     Args:
         model: an :class:`etgnn.model.ETGNN`.
@@ -94,4 +97,5 @@ def fit_normalization(model, train, ridge: float = 1e-6) -> dict:
         head.triplet_norm.copy_(torch.tensor(1.0 / trip_per_atom, dtype=dtype))
         present = np.unique(np.concatenate(numbers))
         stats[name] = {"scale": scale, "shift": {int(el): shift[el, : head.n_iso].tolist() for el in present}}
+    model.baselines = training_baselines(train, model.config.targets)
     return stats

@@ -41,7 +41,7 @@ from .checkpoint import BEST, LAST, capture_rng, epoch_seed, load_checkpoint, re
 from .ema import EMA
 from .evaluate import evaluate_loader
 from .losses import total_loss
-from .metrics import METRIC_NAMES
+from .metrics import METRIC_NAMES, atomic_numbers, full_metrics
 from .runlog import board_epoch, open_board, remove_partial_files, report_cache, say
 
 __all__ = ["TrainResult", "train"]
@@ -359,6 +359,7 @@ def _checkpoint_fields(cfg, model, opt, sched, ema, state: _State, norm, epoch: 
         "elapsed": state.elapsed,
         "rng": capture_rng(cfg.training.seed, epoch + 1),
         "normalization": norm,
+        "baselines": model.baselines,  # training means, the metrics' baselines
     }
 
 
@@ -377,8 +378,9 @@ def _final_evaluation(cfg: Config, model, ema, splits, device, run_dir: Path) ->
         if len(splits[split]) == 0:
             continue
         loader = make_loader(splits[split], cfg, shuffle=False)
-        _, m, pred, ref = evaluate_loader(model, loader, ctx=ddp.DistContext(device=device), collect=True)
-        metrics[split] = m
+        _, _, pred, ref = evaluate_loader(model, loader, ctx=ddp.DistContext(device=device), collect=True)
+        m = metrics[split] = full_metrics(pred, ref, cfg.targets, numbers=atomic_numbers(splits[split]),
+                                          baselines=model.baselines)
         parity_plot(pred, ref, run_dir / f"parity_{split}.png", m, units, title=f"{split} ({len(splits[split])} structures)")
     return metrics
 
