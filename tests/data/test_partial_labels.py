@@ -146,3 +146,21 @@ def test_validation_loss_is_the_training_loss(tmp_path):
     assert val_loss == pytest.approx(float(train_loss), rel=1e-12)
     assert metrics["bec"]["n"] == sum(len(a) for a in frames) - 1  # labelled atoms only
     assert np.isfinite(metrics["bec"]["mae"])
+
+
+def test_full_metrics_and_baselines_score_labelled_rows_only():
+    from etgnn.config import TargetConfig
+    from etgnn.train.metrics import full_metrics
+
+    rng = np.random.default_rng(3)
+    p, y = rng.normal(size=(6, 3, 3)), rng.normal(size=(6, 3, 3))
+    numbers = np.array([14, 8, 14, 8, 14, 8])
+    y_nan = y.copy()
+    y_nan[[1, 3]] = np.nan
+    targets = {"z": TargetConfig(key="z", level="atom", rank=2)}
+    masked = full_metrics({"z": p}, {"z": y_nan}, targets, numbers=numbers)["z"]
+    keep = [0, 2, 4, 5]
+    direct = full_metrics({"z": p[keep]}, {"z": y[keep]}, targets, numbers=numbers[keep])["z"]
+    for key in ("mae", "rmse", "r2", "n", "baseline_mae"):
+        assert masked[key] == pytest.approx(direct[key]), key
+    assert masked["n"] == 4
