@@ -30,7 +30,7 @@ def _molecules(n, seed=0, bad_sum=()):
 def _config(path, tmp_path, **data):
     return etgnn.load_config({
         "model": {"cutoff": 4.0, "triplet_cutoff": 3.0},
-        "targets": {"bec": {"key": "becs", "level": "atom", "rank": 2},
+        "targets": {"bec": {"key": "becs", "level": "atom", "rank": 2, "sum_rule": True},
                     "alpha": {"key": "alpha", "level": "structure", "rank": 2}},
         "data": {"train": str(path), "cache_dir": str(tmp_path / "cache"), "num_workers": 0} | data,
     })

@@ -164,3 +164,14 @@ def test_full_metrics_and_baselines_score_labelled_rows_only():
     for key in ("mae", "rmse", "r2", "n", "baseline_mae"):
         assert masked[key] == pytest.approx(direct[key]), key
     assert masked["n"] == 4
+
+
+def test_no_sum_rule_check_for_targets_without_one(tmp_path, recwarn):
+    """A per-atom rank-2 target that obeys no sum rule (NMR shielding) is not checked."""
+    frames = _crystals(2)
+    for a in frames:
+        a.arrays["sigma"] = np.tile((400 * np.eye(3)).ravel(), (len(a), 1))  # sums to 400 n, legitimately
+    write(tmp_path / "s.xyz", frames)
+    targets = {"sigma": {"key": "sigma", "level": "atom", "rank": 2}}
+    load_structures_dataset(tmp_path / "s.xyz", _config(tmp_path, tmp_path / "s.xyz", targets))
+    assert not [w for w in recwarn if "sum rule" in str(w.message)]

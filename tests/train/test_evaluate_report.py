@@ -98,7 +98,7 @@ def bec_model(tmp_path):
     def make(threshold):
         model = etgnn.build_model({"model": {"hidden_channels": 8, "triplet_channels": 8, "num_blocks": 1,
                                              "cutoff": 4.0, "triplet_cutoff": 3.0},
-                                   "targets": {"bec": {"key": "becs", "level": "atom", "rank": 2}},
+                                   "targets": {"bec": {"key": "becs", "level": "atom", "rank": 2, "sum_rule": True}},
                                    "data": {"sum_rule_threshold": threshold, "cache_dir": None}})
         path = tmp_path / f"m{threshold}.pt"
         model.save(path)

@@ -274,6 +274,13 @@ def _build_graphs(structures, settings, source, workers, progress):
     return graphs
 
 
+def obeys_sum_rule(target) -> bool:
+    """A per-atom rank-2 target declared to sum to zero over each structure (``sum_rule`` or a
+    ``sum_rule_weight``): Born charges, atomic polar tensors.  Only those are checked; an NMR
+    shielding or a per-atom polarizability obeys no such rule."""
+    return target.level == "atom" and target.rank == 2 and (target.sum_rule or target.sum_rule_weight > 0)
+
+
 def _finish(rows, config: Config, path: Path) -> GraphDataset:
     """Report (and optionally drop) structures that violate the sum rule; wrap as a dataset."""
     from .labels import acoustic_sum_violation
@@ -281,7 +288,7 @@ def _finish(rows, config: Config, path: Path) -> GraphDataset:
     graphs, labels, ids = (list(x) for x in zip(*rows)) if rows else ([], [], [])
     keep = np.ones(len(rows), dtype=bool)
     for name, t in config.targets.items():
-        if t.level != "atom" or t.rank != 2:
+        if not obeys_sum_rule(t):
             continue
         viol = np.array([acoustic_sum_violation(lab[name]) for lab in labels])
         threshold = config.data.sum_rule_threshold

@@ -14,6 +14,7 @@ import torch
 
 from ..data import keys as K
 from ..data.batch import to_device
+from ..data.dataset import obeys_sum_rule
 from .ddp import DistContext, all_reduce_sum
 from .losses import total_loss
 from .metrics import MetricAccumulator, atomic_numbers, full_metrics
@@ -119,7 +120,8 @@ def sum_rule_violators(dataset, targets, threshold: float) -> dict[str, list[dic
 
     Args:
         dataset: a :class:`etgnn.data.dataset.GraphDataset`.
-        targets: ``{name: TargetConfig}``; per-atom rank-2 targets are checked.
+        targets: ``{name: TargetConfig}``; per-atom rank-2 targets with ``sum_rule`` or a
+            ``sum_rule_weight`` are checked (:func:`etgnn.data.dataset.obeys_sum_rule`).
         threshold: report ``|sum over atoms|`` (Frobenius norm, data units) above this.
 
     Returns:
@@ -130,7 +132,7 @@ def sum_rule_violators(dataset, targets, threshold: float) -> dict[str, list[dic
 
     out = {}
     for name, t in targets.items():
-        if t.level == "atom" and t.rank == 2:
+        if obeys_sum_rule(t):
             viol = [acoustic_sum_violation(lab[name]) for lab in dataset.labels]
             out[name] = [{"index": i, "id": dataset.ids[i], "abs_sum": v} for i, v in enumerate(viol) if v > threshold]
     return out
