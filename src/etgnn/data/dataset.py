@@ -167,7 +167,6 @@ def load_structures_dataset(path, config: Config, *, progress: bool = True, form
         DataError: unreadable file, missing/ill-shaped/non-finite labels (naming file, structure
             and field), bad structures.
     """
-    from .labels import extract_label
     from .readers import read_structures
 
     path = resolve_data_path(path)
