@@ -251,11 +251,16 @@ def run_set(name: str, spec: dict, data_dir: Path, minutes: float, quick: bool, 
         result = train(cfg)
     wall = time.perf_counter() - t0
     model = load_model(folder / "run" / "best.ckpt")
-    preds = model.predict([t_atoms[i] for i in test])
+    with warnings.catch_warnings():  # counted below instead
+        warnings.simplefilter("ignore")
+        preds = model.predict([t_atoms[i] for i in test])
+    seen = set(np.concatenate([atoms[i].numbers for i in pool]).tolist())
+    unseen = int(sum(not set(t_atoms[i].numbers.tolist()) <= seen for i in test))
     rec = {"set": name, "config": f"examples/{spec['config']}", "data": spec["train"],
            "test_data": spec["test"][1] if test_src is not None else f"held out of {spec['train']}",
            "n_pool": int(len(pool)), "n_train": int(round(0.8 * len(pool))),
            "n_val": int(len(pool) - round(0.8 * len(pool))), "n_test": int(len(test)),
+           "n_test_unseen_elements": unseen,
            "split_seed": SEED, "budget_min": minutes, "epochs": result.epochs_run,
            "best_epoch": result.best_epoch, "stopped": result.stopped, "wall_s": round(wall, 1),
            "model": cfg["model"], "training": cfg["training"], "targets": {}}
@@ -303,7 +308,8 @@ def set_markdown(rec: dict) -> list[str]:
     lines = [f"### {rec['set']}", "",
              f"Config `{rec['config']}` (model {json.dumps(rec['model'])}); data `{rec['data']}`, "
              f"test: {rec['test_data']}. Structures: {rec['n_train']} train / {rec['n_val']} validation "
-             f"(early stopping) / {rec['n_test']} held-out test (seed {rec['split_seed']}). Budget "
+             f"(early stopping) / {rec['n_test']} held-out test (seed {rec['split_seed']}; "
+             f"{rec['n_test_unseen_elements']} of them hold elements absent from training). Budget "
              f"{rec['budget_min']:g} min, {rec['epochs']} epochs (best {rec['best_epoch']}, stopped: "
              f"{rec['stopped']}), {rec['wall_s']:.0f} s wall including graph building.", ""]
     if "sum_rule_threshold_e" in rec:
