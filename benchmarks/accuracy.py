@@ -83,7 +83,8 @@ SETS = {
         targets={"alpha": "alpha", "beta": "beta"}, metrics=("mae", "rel_rmse"), anchors={}),
     "water_bulk": dict(
         config="water_bulk_dielectric.yaml", train="water_bulk/train.xyz", test=0.2,
-        targets={"alpha": "alpha", "epsilon": "epsilon"}, metrics=("mae", "rel_rmse"), anchors={}),
+        targets={"alpha": "alpha", "epsilon": "epsilon"}, metrics=("mae", "rel_rmse"), anchors={},
+        quick_pool=12),  # 96-atom boxes: 40 of them leave no epoch in the quick budget
     "si_nmr": dict(skip="needs partial-label support (labels on some atoms only: atom_selector); "
                         "another engineer is adding it", train="si_nmr/train.json"),
 }
@@ -102,7 +103,8 @@ def hardware() -> dict:
         pass
     return {"cpu": model, "logical_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "torch": torch.__version__,
-            "python": platform.python_version()}
+            "python": platform.python_version(),
+            "load_average_1min_at_start": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
 
 
 def read_labelled(path: Path, targets: dict, tcfg: dict) -> tuple[list[ase.Atoms], dict]:
@@ -149,25 +151,24 @@ def baseline(train_atoms: list, train_values: list, test_atoms: list, level: str
     return [np.stack([means.get(int(e), overall) for e in a.numbers]) for a in test_atoms]
 
 
-def scores(pred: list, ref: list, metrics) -> dict:
-    """Metrics of predictions against references (lists of equal-shape tensors per structure).
+def scores(pred: list, ref: list, metrics, level: str = "structure") -> dict:
+    """Metrics of predictions against references, one array per structure: level ``"atom"``
+    (n_atoms, 3, ...), ``"structure"`` (3, ...).
 
     mae: mean |error| over every component; mae_diag / mae_offdiag (rank >= 2): over the
     components with equal / unequal last two indices; rel_rmse: 100 * RMSE / RMS deviation of the
     references from their mean (per component, pooled), in percent (SA-GPR's "% RMSE").
     """
-    p = np.concatenate([np.reshape(x, (-1,) + np.shape(x)[-2:]) if np.ndim(x) >= 2 else np.reshape(x, (1, -1))
-                        for x in pred])
-    r = np.concatenate([np.reshape(x, (-1,) + np.shape(x)[-2:]) if np.ndim(x) >= 2 else np.reshape(x, (1, -1))
-                        for x in ref])
+    join = np.concatenate if level == "atom" else np.stack
+    p, r = join(pred).astype(float), join(ref).astype(float)  # (atoms or structures, 3, ..., 3)
     err = p - r
     out = {}
     for m in metrics:
         if m == "mae":
             out[m] = float(np.abs(err).mean())
-        elif m in ("mae_diag", "mae_offdiag") and err.ndim == 3 and err.shape[-1] == err.shape[-2]:
+        elif m in ("mae_diag", "mae_offdiag") and err.ndim >= 3:
             diag = np.eye(err.shape[-1], dtype=bool)
-            out[m] = float(np.abs(err[:, diag if m == "mae_diag" else ~diag]).mean())
+            out[m] = float(np.abs(err[..., diag if m == "mae_diag" else ~diag]).mean())
         elif m == "rel_rmse":
             out[m] = float(100 * np.sqrt((err ** 2).mean() / ((r - r.mean(axis=0)) ** 2).mean()))
     return out
@@ -227,12 +228,12 @@ def run_set(name: str, spec: dict, data_dir: Path, minutes: float, quick: bool, 
         pool = np.arange(len(atoms))
         test = np.arange(len(t_atoms))
         if quick:
-            pool = np.sort(rng.permutation(pool)[:QUICK["pool"]])
+            pool = np.sort(rng.permutation(pool)[:spec.get("quick_pool", QUICK["pool"])])
             test = np.sort(rng.permutation(test)[:QUICK["test"]])
     else:
         pool, test = split_indices(len(atoms), spec["test"], rng)
         if quick:
-            pool = np.sort(rng.permutation(pool)[:QUICK["pool"]])
+            pool = np.sort(rng.permutation(pool)[:spec.get("quick_pool", QUICK["pool"])])
             test = np.sort(rng.permutation(test)[:QUICK["test"]])
         t_atoms, t_labels = atoms, labels
     if spec.get("sum_rule_split"):  # drop the training rows that break the sum rule, as the example
@@ -250,10 +251,12 @@ def run_set(name: str, spec: dict, data_dir: Path, minutes: float, quick: bool, 
         warnings.simplefilter("ignore")
         result = train(cfg)
     wall = time.perf_counter() - t0
-    model = load_model(folder / "run" / "best.ckpt")
-    with warnings.catch_warnings():  # counted below instead
-        warnings.simplefilter("ignore")
-        preds = model.predict([t_atoms[i] for i in test])
+    preds = None  # no epoch finished within the budget: baseline only
+    if result.best_epoch >= 0:
+        model = load_model(folder / "run" / "best.ckpt")
+        with warnings.catch_warnings():  # counted below instead
+            warnings.simplefilter("ignore")
+            preds = model.predict([t_atoms[i] for i in test])
     seen = set(np.concatenate([atoms[i].numbers for i in pool]).tolist())
     unseen = int(sum(not set(t_atoms[i].numbers.tolist()) <= seen for i in test))
     rec = {"set": name, "config": f"examples/{spec['config']}", "data": spec["train"],
@@ -270,24 +273,25 @@ def run_set(name: str, spec: dict, data_dir: Path, minutes: float, quick: bool, 
     for tname in spec["targets"]:
         level = tcfg[tname]["level"]
         ref = [t_labels[tname][i] for i in test]
-        pr = [p[tname] for p in preds]
+        pr = [p[tname] for p in preds] if preds is not None else None
         base = baseline([atoms[i] for i in pool], [labels[tname][i] for i in pool],
                         [t_atoms[i] for i in test], level)
-        entry = {"unit": tcfg[tname].get("unit", ""), "etgnn": scores(pr, ref, spec["metrics"]),
-                 "baseline": scores(base, ref, spec["metrics"])}
+        entry = {"unit": tcfg[tname].get("unit", ""), "etgnn": scores(pr, ref, spec["metrics"], level) if pr else
+                 dict.fromkeys(spec["metrics"]),
+                 "baseline": scores(base, ref, spec["metrics"], level)}
         if spec.get("sum_rule_split") and level == "atom":
             ok = np.array([acoustic_sum_violation(r) <= SUM_RULE_THRESHOLD for r in ref])
             entry["n_test_sum_rule_ok"] = int(ok.sum())
-            entry["etgnn_sum_rule_ok"] = scores([x for x, k in zip(pr, ok) if k], [x for x, k in zip(ref, ok) if k],
-                                                spec["metrics"])
+            entry["etgnn_sum_rule_ok"] = (scores([x for x, k in zip(pr, ok) if k], [x for x, k in zip(ref, ok) if k],
+                                                 spec["metrics"], level) if pr else dict.fromkeys(spec["metrics"]))
             entry["baseline_sum_rule_ok"] = scores([x for x, k in zip(base, ok) if k],
-                                                   [x for x, k in zip(ref, ok) if k], spec["metrics"])
+                                                   [x for x, k in zip(ref, ok) if k], spec["metrics"], level)
         if spec.get("pred_column"):
             col = spec["pred_column"]
             other = [extract_label(t_atoms[i], LabelSpec(col, "atom", 2)) for i in test]
-            entry[f"{col}_test"] = scores(other, ref, spec["metrics"])
+            entry[f"{col}_test"] = scores(other, ref, spec["metrics"], level)
             every = [extract_label(a, LabelSpec(col, "atom", 2)) for a in t_atoms]
-            entry[f"{col}_all"] = scores(every, t_labels[tname], spec["metrics"])
+            entry[f"{col}_all"] = scores(every, t_labels[tname], spec["metrics"], level)
         entry["anchors"] = {m: {"value": v, "source": s} for (t, m), (v, s) in spec["anchors"].items() if t == tname}
         rec["targets"][tname] = entry
     return rec
@@ -311,7 +315,8 @@ def set_markdown(rec: dict) -> list[str]:
              f"(early stopping) / {rec['n_test']} held-out test (seed {rec['split_seed']}; "
              f"{rec['n_test_unseen_elements']} of them hold elements absent from training). Budget "
              f"{rec['budget_min']:g} min, {rec['epochs']} epochs (best {rec['best_epoch']}, stopped: "
-             f"{rec['stopped']}), {rec['wall_s']:.0f} s wall including graph building.", ""]
+             f"{rec['stopped']}), {rec['wall_s']:.0f} s wall including graph building"
+             f"{'; NO epoch finished within the budget: baseline only' if rec['best_epoch'] < 0 else ''}.", ""]
     if "sum_rule_threshold_e" in rec:
         lines += [f"Sum rule: a row breaks it when the Frobenius norm of the sum of its BECs over "
                   f"atoms exceeds {rec['sum_rule_threshold_e']:g} e; {rec['train_rows_dropped_sum_rule']} "
@@ -344,7 +349,8 @@ def write_report(out: Path, records: list, meta: dict) -> None:
     lines = ["# Accuracy on the shared data sets", "",
              f"Command: `{meta['command']}` ({meta['date']}). Hardware: {hw['cpu']}, {hw['logical_cores']} "
              f"logical cores, {hw['torch_threads']} torch thread(s) (OMP_NUM_THREADS={hw['OMP_NUM_THREADS']}), "
-             f"torch {hw['torch']}. Budget {meta['minutes']:g} min of training per set"
+             f"torch {hw['torch']}, 1-min load average {hw['load_average_1min_at_start']} at the start "
+             f"(a shared machine: other jobs slow the wall-clock budget down). Budget {meta['minutes']:g} min of training per set"
              f"{' (--quick: small subsets, fields only, numbers meaningless)' if meta['quick'] else ''}.", "",
              meta.get("note", ""), "",
              "Protocol: the example config trains on the non-test structures (80 % train, 20 % validation "

@@ -29,10 +29,16 @@ def test_scores_split_diagonal_and_offdiagonal(acc):
     err = np.zeros((2, 3, 3))
     err[:, [0, 1, 2], [0, 1, 2]] = 0.3  # diagonal errors 0.3
     err[0, 0, 1] = 1.2  # one off-diagonal error among 12
-    s = acc.scores([err], ref, ("mae", "mae_diag", "mae_offdiag"))
+    s = acc.scores([err], ref, ("mae", "mae_diag", "mae_offdiag"), "atom")
     assert s["mae_diag"] == pytest.approx(0.3)
     assert s["mae_offdiag"] == pytest.approx(1.2 / 12)
     assert s["mae"] == pytest.approx((6 * 0.3 + 1.2) / 18)
+
+
+def test_scores_pool_per_atom_vectors_of_structures_of_any_size(acc):
+    ref = [np.zeros((2, 3)), np.zeros((3, 3))]  # forces of a 2-atom and a 3-atom structure
+    pred = [np.full((2, 3), 1.0), np.full((3, 3), 6.0)]
+    assert acc.scores(pred, ref, ("mae",), "atom")["mae"] == pytest.approx((6 * 1.0 + 9 * 6.0) / 15)
 
 
 def test_relative_rmse_is_100_for_the_test_mean_and_scales_with_error(acc):
