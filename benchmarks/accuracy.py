@@ -17,7 +17,6 @@ the published anchor.  Writes ``OUT/accuracy.json`` (everything) and ``OUT/accur
 from __future__ import annotations
 
 import argparse
-import copy
 import datetime as dt
 import json
 import os
@@ -60,7 +59,7 @@ SETS = {
         targets={"born_charges": "REF_becs",
                  "polarisability": "REF_polarisability"},
         extra_targets={"polarisability": {"level": "structure", "rank": 2, "reduce": "mean",
-                                          "symmetry": "ij=ji", "unit": "Angstrom^3"}},
+                                          "symmetry": "ij=ji"}},  # (eps_inf - 1) / (4 pi): dimensionless
         metrics=("mae", "mae_diag", "mae_offdiag"), sum_rule_split=True,
         anchors={("born_charges", "mae_diag"): (0.210, "MACE-Field, this validation split (~4.8k train); test split 0.213"),
                  ("born_charges", "mae_offdiag"): (0.093, "MACE-Field, this validation split; test split 0.085"),
@@ -84,6 +83,7 @@ SETS = {
     "water_bulk": dict(
         config="water_bulk_dielectric.yaml", train="water_bulk/train.xyz", test=0.2,
         targets={"alpha": "alpha", "epsilon": "epsilon"}, metrics=("mae", "rel_rmse"), anchors={},
+        units={"alpha": "as published: Angstrom^3-sized (about 1.4 per molecule), see the data README"},
         quick_pool=12),  # 96-atom boxes: 40 of them leave no epoch in the quick budget
     "si_nmr": dict(skip="needs partial-label support (labels on some atoms only: atom_selector); "
                         "another engineer is adding it", train="si_nmr/train.json"),
@@ -184,14 +184,11 @@ def split_indices(n: int, test, rng) -> tuple[np.ndarray, np.ndarray]:
 def set_config(spec: dict, train_file: Path, test_file: Path, run_dir: Path, minutes: float) -> dict:
     """The example config with this protocol's targets, files, budget and run folder."""
     cfg = yaml.safe_load((ROOT / "examples" / spec["config"]).read_text())
-    old = cfg["targets"]
     new = {}
-    for name in spec["targets"]:
-        t = copy.deepcopy(old.get(name) or spec.get("extra_targets", {}).get(name)
-                          or next(iter(old.values())))
+    for name, t in target_settings(spec).items():
+        t = dict(t, key=f"y_{name}")  # the labels are written as full Cartesian tensors
         t.pop("voigt_order", None)
         t.pop("transpose", None)
-        t["key"] = f"y_{name}"
         new[name] = t
     cfg["targets"] = new
     data = cfg.setdefault("data", {})
@@ -204,11 +201,11 @@ def set_config(spec: dict, train_file: Path, test_file: Path, run_dir: Path, min
 
 
 def target_settings(spec: dict) -> dict:
-    cfg = yaml.safe_load((ROOT / "examples" / spec["config"]).read_text())["targets"]
-    out = {}
-    for name in spec["targets"]:
-        out[name] = cfg.get(name) or spec.get("extra_targets", {}).get(name) or next(iter(cfg.values()))
-    return out
+    """{target: settings} of the protocol: the example config's, or ``extra_targets`` for a target
+    the example does not train (MP polarisability)."""
+    example = yaml.safe_load((ROOT / "examples" / spec["config"]).read_text())["targets"]
+    extra = spec.get("extra_targets", {})
+    return {name: example[name] if name in example else extra[name] for name in spec["targets"]}
 
 
 def run_set(name: str, spec: dict, data_dir: Path, minutes: float, quick: bool, work: Path) -> dict:
@@ -276,8 +273,8 @@ def run_set(name: str, spec: dict, data_dir: Path, minutes: float, quick: bool, 
         pr = [p[tname] for p in preds] if preds is not None else None
         base = baseline([atoms[i] for i in pool], [labels[tname][i] for i in pool],
                         [t_atoms[i] for i in test], level)
-        entry = {"unit": tcfg[tname].get("unit", ""), "etgnn": scores(pr, ref, spec["metrics"], level) if pr else
-                 dict.fromkeys(spec["metrics"]),
+        entry = {"unit": spec.get("units", {}).get(tname, tcfg[tname].get("unit", "")),
+                 "etgnn": scores(pr, ref, spec["metrics"], level) if pr else dict.fromkeys(spec["metrics"]),
                  "baseline": scores(base, ref, spec["metrics"], level)}
         if spec.get("sum_rule_split") and level == "atom":
             ok = np.array([acoustic_sum_violation(r) <= SUM_RULE_THRESHOLD for r in ref])
