@@ -21,6 +21,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shlex
 import sys
 import tempfile
 import time
@@ -379,7 +380,7 @@ def main(argv=None) -> int:
     minutes = QUICK["minutes"] if args.quick else args.minutes
     if args.out is None:
         args.out = ROOT / "benchmarks" / "results" / ("quick" if args.quick else "")
-    meta = {"command": "python benchmarks/accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    meta = {"command": shlex.join(["python", "benchmarks/accuracy.py", *(argv if argv is not None else sys.argv[1:])]),
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "minutes": minutes,
             "quick": args.quick, "hardware": hardware(), "note": args.note}
     records = []
