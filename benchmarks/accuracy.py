@@ -62,6 +62,8 @@ SETS = {
         extra_targets={"polarisability": {"level": "structure", "rank": 2, "reduce": "mean",
                                           "symmetry": "ij=ji"}},  # (eps_inf - 1) / (4 pi): dimensionless
         metrics=("mae", "mae_diag", "mae_offdiag"), sum_rule_split=True,
+        note="Targets: the example's BEC head plus REF_polarisability (in place of its piezo head), "
+             "the two quantities with MACE-Field anchors.",
         anchors={("born_charges", "mae_diag"): (0.210, "MACE-Field, this validation split (~4.8k train); test split 0.213"),
                  ("born_charges", "mae_offdiag"): (0.093, "MACE-Field, this validation split; test split 0.085"),
                  ("polarisability", "mae_diag"): (0.058, "MACE-Field, test split"),
@@ -77,13 +79,18 @@ SETS = {
     "spice": dict(
         config="quickstart.yaml", train="spice_dipeptides/train.xyz", test=0.2,
         targets={"apt": "bec"}, metrics=("mae", "mae_diag", "mae_offdiag"), pred_column="pred_bec",
+        note="The 55 structures are conformers of 6 dipeptides (6 formulas): a random split puts "
+             "conformers of the same molecules in training and test, so this measures interpolation "
+             "between conformers, not transfer to unseen dipeptides.",
         anchors={("apt", "mae"): (0.058, "the file's pred_bec (long-range model), all 55 structures")}),
     "water_monomer": dict(
         config="water_polarizability.yaml", train="water_monomer/train.xyz", test=0.2,
-        targets={"alpha": "alpha", "beta": "beta"}, metrics=("mae", "rel_rmse"), anchors={}),
+        targets={"alpha": "alpha", "beta": "beta"}, metrics=("mae", "rel_rmse"), anchors={},
+        note="Issue 10 quotes no SA-GPR numbers for water: anchor left empty."),
     "water_bulk": dict(
         config="water_bulk_dielectric.yaml", train="water_bulk/train.xyz", test=0.2,
         targets={"alpha": "alpha", "epsilon": "epsilon"}, metrics=("mae", "rel_rmse"), anchors={},
+        note="Issue 10 quotes no SA-GPR numbers for water: anchor left empty.",
         units={"alpha": "as published: Angstrom^3-sized (about 1.4 per molecule), see the data README"},
         quick_pool=12),  # 96-atom boxes: 40 of them leave no epoch in the quick budget
     "si_nmr": dict(skip="needs partial-label support (labels on some atoms only: atom_selector); "
@@ -264,7 +271,7 @@ def run_set(name: str, spec: dict, data_dir: Path, minutes: float, quick: bool, 
            "n_test_unseen_elements": unseen,
            "split_seed": SEED, "budget_min": minutes, "epochs": result.epochs_run,
            "best_epoch": result.best_epoch, "stopped": result.stopped, "wall_s": round(wall, 1),
-           "model": cfg["model"], "training": cfg["training"], "targets": {}}
+           "note": spec.get("note", ""), "model": cfg["model"], "training": cfg["training"], "targets": {}}
     if spec.get("sum_rule_split"):
         rec["sum_rule_threshold_e"] = SUM_RULE_THRESHOLD
         rec["train_rows_dropped_sum_rule"] = dropped_train
@@ -315,6 +322,8 @@ def set_markdown(rec: dict) -> list[str]:
              f"{rec['budget_min']:g} min, {rec['epochs']} epochs (best {rec['best_epoch']}, stopped: "
              f"{rec['stopped']}), {rec['wall_s']:.0f} s wall including graph building"
              f"{'; NO epoch finished within the budget: baseline only' if rec['best_epoch'] < 0 else ''}.", ""]
+    if rec.get("note"):
+        lines += [rec["note"], ""]
     if "sum_rule_threshold_e" in rec:
         lines += [f"Sum rule: a row breaks it when the Frobenius norm of the sum of its BECs over "
                   f"atoms exceeds {rec['sum_rule_threshold_e']:g} e; {rec['train_rows_dropped_sum_rule']} "
