@@ -1,0 +1,409 @@
+"""Accuracy on every shared DFT data set: train under a wall-clock budget, score a fixed held-out split.
+
+One command (issue 10, item 1)::
+
+    python benchmarks/accuracy.py                         # every set, 60 min each (the issue's budget)
+    python benchmarks/accuracy.py --sets phonondb mp --minutes 3
+    python benchmarks/accuracy.py --quick --out /tmp/acc  # seconds per set, small subsets (CI)
+
+For each set the structures are read with etgnn's own readers, a held-out test split is drawn with
+a fixed seed (or given by the protocol), the rest is written to a temporary extxyz file that the
+example config in ``examples/`` trains on (80/20 train/validation, ``split_seed`` 0), and the best
+checkpoint predicts the held-out structures, scored here with numpy next to a trivial baseline
+(per-element mean tensor for per-atom targets, training-part mean for per-structure targets) and
+the published anchor.  Writes ``OUT/accuracy.json`` (everything) and ``OUT/accuracy.md`` (tables).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import ase
+import ase.io
+import numpy as np
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from etgnn import load_model  # noqa: E402
+from etgnn.data.labels import LabelSpec, acoustic_sum_violation, extract_label  # noqa: E402
+from etgnn.data.readers import read_structures  # noqa: E402
+from etgnn.train import train  # noqa: E402
+
+SEED = 0
+#: MP rows whose BECs sum (Frobenius norm over atoms) above this many e break the sum rule;
+#: the same threshold as examples/mp_dielectric_bec_piezo.yaml (data.sum_rule_threshold).
+SUM_RULE_THRESHOLD = 1.0
+
+#: protocol of each set: example config, data files, held-out split, targets (name: source key),
+#: metrics and anchors.  ``test``: a count, a fraction, or ("file", path) for a separate file.
+SETS = {
+    "phonondb": dict(
+        config="phonondb_bec_eps.yaml", train="phonondb_bec_eps/train.xyz", test=100,
+        targets={"born_charges": "becs", "epsilon": "eps"}, metrics=("mae",),
+        anchors={("born_charges", "mae"): (0.107, "e3nn-models (NequIP-style), 100-crystal validation split")}),
+    "mp": dict(
+        config="mp_dielectric_bec_piezo.yaml", train="mp_dielectric/train_extra.xyz",
+        test=("file", "mp_dielectric/train.xyz"),
+        targets={"born_charges": "REF_becs",
+                 "polarisability": "REF_polarisability"},
+        extra_targets={"polarisability": {"level": "structure", "rank": 2, "reduce": "mean",
+                                          "symmetry": "ij=ji"}},  # (eps_inf - 1) / (4 pi): dimensionless
+        metrics=("mae", "mae_diag", "mae_offdiag"), sum_rule_split=True,
+        note="Targets: the example's BEC head plus REF_polarisability (in place of its piezo head), "
+             "the two quantities with MACE-Field anchors.",
+        anchors={("born_charges", "mae_diag"): (0.210, "MACE-Field, this validation split (~4.8k train); test split 0.213"),
+                 ("born_charges", "mae_offdiag"): (0.093, "MACE-Field, this validation split; test split 0.085"),
+                 ("polarisability", "mae_diag"): (0.058, "MACE-Field, test split"),
+                 ("polarisability", "mae_offdiag"): (0.0033, "MACE-Field, test split")}),
+    "mlearn_si": dict(
+        config="mlearn_si_forces.yaml", train="mlearn/Si_training.json", test=0.2,
+        targets={"forces": "outputs.forces"}, metrics=("mae",),
+        anchors={("forces", "mae"): (0.07, "GAP (Zuo et al. 2020, their test split); MTP 0.06")}),
+    "mlearn_ge": dict(
+        config="mlearn_si_forces.yaml", train="mlearn/Ge_training.json", test=0.2,
+        targets={"forces": "outputs.forces"}, metrics=("mae",),
+        anchors={("forces", "mae"): (0.05, "GAP level (Zuo et al. 2020, their test split; issue 10 goal)")}),
+    "spice": dict(
+        config="quickstart.yaml", train="spice_dipeptides/train.xyz", test=0.2,
+        targets={"apt": "bec"}, metrics=("mae", "mae_diag", "mae_offdiag"), pred_column="pred_bec",
+        note="The 55 structures are conformers of 6 dipeptides (6 formulas): a random split puts "
+             "conformers of the same molecules in training and test, so this measures interpolation "
+             "between conformers, not transfer to unseen dipeptides.",
+        anchors={("apt", "mae"): (0.058, "the file's pred_bec (long-range model), all 55 structures")}),
+    "water_monomer": dict(
+        config="water_polarizability.yaml", train="water_monomer/train.xyz", test=0.2,
+        targets={"alpha": "alpha", "beta": "beta"}, metrics=("mae", "rel_rmse"), anchors={},
+        note="Issue 10 quotes no SA-GPR numbers for water: anchor left empty."),
+    "water_bulk": dict(
+        config="water_bulk_dielectric.yaml", train="water_bulk/train.xyz", test=0.2,
+        targets={"alpha": "alpha", "epsilon": "epsilon"}, metrics=("mae", "rel_rmse"), anchors={},
+        note="Issue 10 quotes no SA-GPR numbers for water: anchor left empty.",
+        units={"alpha": "as published: Angstrom^3-sized (about 1.4 per molecule), see the data README"},
+        quick_pool=12),  # 96-atom boxes: 40 of them leave no epoch in the quick budget
+    "si_nmr": dict(skip="needs partial-label support (labels on some atoms only: atom_selector); "
+                        "another engineer is adding it", train="si_nmr/train.json"),
+}
+QUICK = dict(minutes=0.2, pool=40, test=10)
+
+
+def hardware() -> dict:
+    """CPU model, logical cores, torch threads and versions of this machine."""
+    model = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": model, "logical_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "torch": torch.__version__,
+            "python": platform.python_version(),
+            "load_average_1min_at_start": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
+
+
+def read_labelled(path: Path, targets: dict, tcfg: dict) -> tuple[list[ase.Atoms], dict]:
+    """Structures of ``path`` and their labels ``{target: list of full Cartesian tensors}``."""
+    atoms = read_structures(path)
+    labels = {}
+    for name, key in targets.items():
+        t = tcfg[name]
+        spec = LabelSpec(key, t["level"], t["rank"])
+        labels[name] = [extract_label(a, spec, source=str(path), index=i) for i, a in enumerate(atoms)]
+    return atoms, labels
+
+
+def write_labelled(path: Path, atoms: list, labels: dict, idx) -> None:
+    """Bare structures ``atoms[idx]`` with each label flattened under the name ``y_<target>``."""
+    frames = []
+    for i in idx:
+        a = ase.Atoms(numbers=atoms[i].numbers, positions=atoms[i].positions, cell=atoms[i].cell,
+                      pbc=atoms[i].pbc)
+        for name, vals in labels.items():
+            v = np.asarray(vals[i])
+            if v.ndim and v.shape[0] == len(a) and v.shape[1:] == (3,) * (v.ndim - 1):
+                a.arrays[f"y_{name}"] = v.reshape(len(a), -1)
+            else:
+                a.info[f"y_{name}"] = v.ravel()
+        frames.append(a)
+    ase.io.write(path, frames, format="extxyz")
+
+
+def baseline(train_atoms: list, train_values: list, test_atoms: list, level: str) -> list:
+    """Trivial predictions for ``test_atoms`` fitted on the training part.
+
+    level ``"atom"``: each atom gets the mean (3, ...) tensor of its element over the training
+    atoms (the mean over all training atoms for an element absent there); ``"structure"``: the
+    training mean tensor.
+    """
+    if level != "atom":
+        mean = np.mean(train_values, axis=0)
+        return [mean for _ in test_atoms]
+    z = np.concatenate([a.numbers for a in train_atoms])
+    v = np.concatenate(train_values)
+    means = {int(e): v[z == e].mean(axis=0) for e in np.unique(z)}
+    overall = v.mean(axis=0)
+    return [np.stack([means.get(int(e), overall) for e in a.numbers]) for a in test_atoms]
+
+
+def scores(pred: list, ref: list, metrics, level: str = "structure") -> dict:
+    """Metrics of predictions against references, one array per structure: level ``"atom"``
+    (n_atoms, 3, ...), ``"structure"`` (3, ...).
+
+    mae: mean |error| over every component; mae_diag / mae_offdiag (rank >= 2): over the
+    components with equal / unequal last two indices; rel_rmse: 100 * RMSE / RMS deviation of the
+    references from their mean (per component, pooled), in percent (SA-GPR's "% RMSE").
+    """
+    join = np.concatenate if level == "atom" else np.stack
+    p, r = join(pred).astype(float), join(ref).astype(float)  # (atoms or structures, 3, ..., 3)
+    err = p - r
+    out = {}
+    for m in metrics:
+        if m == "mae":
+            out[m] = float(np.abs(err).mean())
+        elif m in ("mae_diag", "mae_offdiag") and err.ndim >= 3:
+            diag = np.eye(err.shape[-1], dtype=bool)
+            out[m] = float(np.abs(err[..., diag if m == "mae_diag" else ~diag]).mean())
+        elif m == "rel_rmse":
+            out[m] = float(100 * np.sqrt((err ** 2).mean() / ((r - r.mean(axis=0)) ** 2).mean()))
+    return out
+
+
+def split_indices(n: int, test, rng) -> tuple[np.ndarray, np.ndarray]:
+    """(pool, test) indices: ``test`` a count or a fraction of ``n``, drawn with ``rng``."""
+    perm = rng.permutation(n)
+    n_test = int(test) if isinstance(test, int) else int(round(test * n))
+    return np.sort(perm[n_test:]), np.sort(perm[:n_test])
+
+
+def set_config(spec: dict, train_file: Path, test_file: Path, run_dir: Path, minutes: float) -> dict:
+    """The example config with this protocol's targets, files, budget and run folder."""
+    cfg = yaml.safe_load((ROOT / "examples" / spec["config"]).read_text())
+    new = {}
+    for name, t in target_settings(spec).items():
+        t = dict(t, key=f"y_{name}")  # the labels are written as full Cartesian tensors
+        t.pop("voigt_order", None)
+        t.pop("transpose", None)
+        new[name] = t
+    cfg["targets"] = new
+    data = cfg.setdefault("data", {})
+    data.update(train=str(train_file), test=str(test_file), val=None, num_workers=1, cache_dir=None,
+                split=[0.8, 0.2, 0.0], split_seed=SEED)
+    tr = cfg.setdefault("training", {})
+    tr.update(max_time=float(minutes), progress=False)
+    cfg["run_dir"] = str(run_dir)
+    return cfg
+
+
+def target_settings(spec: dict) -> dict:
+    """{target: settings} of the protocol: the example config's, or ``extra_targets`` for a target
+    the example does not train (MP polarisability)."""
+    example = yaml.safe_load((ROOT / "examples" / spec["config"]).read_text())["targets"]
+    extra = spec.get("extra_targets", {})
+    return {name: example[name] if name in example else extra[name] for name in spec["targets"]}
+
+
+def run_set(name: str, spec: dict, data_dir: Path, minutes: float, quick: bool, work: Path) -> dict:
+    """Train and score one set; returns its JSON record."""
+    src = data_dir / spec["train"]
+    if "skip" in spec:
+        return {"set": name, "skipped": spec["skip"]}
+    test_src = data_dir / spec["test"][1] if isinstance(spec["test"], tuple) else None
+    missing = [str(p) for p in (src, test_src) if p is not None and not p.exists()]
+    if missing:
+        return {"set": name, "skipped": f"data absent: {', '.join(missing)}"}
+    tcfg = target_settings(spec)
+    rng = np.random.default_rng(SEED)
+    atoms, labels = read_labelled(src, spec["targets"], tcfg)
+    if test_src is not None:
+        t_atoms, t_labels = read_labelled(test_src, spec["targets"], tcfg)
+        pool = np.arange(len(atoms))
+        test = np.arange(len(t_atoms))
+        if quick:
+            pool = np.sort(rng.permutation(pool)[:spec.get("quick_pool", QUICK["pool"])])
+            test = np.sort(rng.permutation(test)[:QUICK["test"]])
+    else:
+        pool, test = split_indices(len(atoms), spec["test"], rng)
+        if quick:
+            pool = np.sort(rng.permutation(pool)[:spec.get("quick_pool", QUICK["pool"])])
+            test = np.sort(rng.permutation(test)[:QUICK["test"]])
+        t_atoms, t_labels = atoms, labels
+    if spec.get("sum_rule_split"):  # drop the training rows that break the sum rule, as the example
+        viol = np.array([acoustic_sum_violation(labels["born_charges"][i]) for i in pool])
+        dropped_train = int((viol > SUM_RULE_THRESHOLD).sum())
+        pool = pool[viol <= SUM_RULE_THRESHOLD]
+    folder = work / name
+    folder.mkdir(parents=True)
+    train_file, test_file = folder / "pool.extxyz", folder / "test.extxyz"
+    write_labelled(train_file, atoms, labels, pool)
+    write_labelled(test_file, t_atoms, t_labels, test)
+    cfg = set_config(spec, train_file, test_file, folder / "run", minutes)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = train(cfg)
+    wall = time.perf_counter() - t0
+    preds = None  # no epoch finished within the budget: baseline only
+    if result.best_epoch >= 0:
+        model = load_model(folder / "run" / "best.ckpt")
+        with warnings.catch_warnings():  # counted below instead
+            warnings.simplefilter("ignore")
+            preds = model.predict([t_atoms[i] for i in test])
+    seen = set(np.concatenate([atoms[i].numbers for i in pool]).tolist())
+    unseen = int(sum(not set(t_atoms[i].numbers.tolist()) <= seen for i in test))
+    rec = {"set": name, "config": f"examples/{spec['config']}", "data": spec["train"],
+           "test_data": spec["test"][1] if test_src is not None else f"held out of {spec['train']}",
+           "n_pool": int(len(pool)), "n_train": int(round(0.8 * len(pool))),
+           "n_val": int(len(pool) - round(0.8 * len(pool))), "n_test": int(len(test)),
+           "n_test_unseen_elements": unseen,
+           "split_seed": SEED, "budget_min": minutes, "epochs": result.epochs_run,
+           "best_epoch": result.best_epoch, "stopped": result.stopped, "wall_s": round(wall, 1),
+           "note": spec.get("note", ""), "model": cfg["model"], "training": cfg["training"], "targets": {}}
+    if spec.get("sum_rule_split"):
+        rec["sum_rule_threshold_e"] = SUM_RULE_THRESHOLD
+        rec["train_rows_dropped_sum_rule"] = dropped_train
+    for tname in spec["targets"]:
+        level = tcfg[tname]["level"]
+        ref = [t_labels[tname][i] for i in test]
+        pr = [p[tname] for p in preds] if preds is not None else None
+        base = baseline([atoms[i] for i in pool], [labels[tname][i] for i in pool],
+                        [t_atoms[i] for i in test], level)
+        entry = {"unit": spec.get("units", {}).get(tname, tcfg[tname].get("unit", "")),
+                 "etgnn": scores(pr, ref, spec["metrics"], level) if pr else dict.fromkeys(spec["metrics"]),
+                 "baseline": scores(base, ref, spec["metrics"], level)}
+        if spec.get("sum_rule_split") and level == "atom":
+            ok = np.array([acoustic_sum_violation(r) <= SUM_RULE_THRESHOLD for r in ref])
+            entry["n_test_sum_rule_ok"] = int(ok.sum())
+            entry["etgnn_sum_rule_ok"] = (scores([x for x, k in zip(pr, ok) if k], [x for x, k in zip(ref, ok) if k],
+                                                 spec["metrics"], level) if pr else dict.fromkeys(spec["metrics"]))
+            entry["baseline_sum_rule_ok"] = scores([x for x, k in zip(base, ok) if k],
+                                                   [x for x, k in zip(ref, ok) if k], spec["metrics"], level)
+        if spec.get("pred_column"):
+            col = spec["pred_column"]
+            other = [extract_label(t_atoms[i], LabelSpec(col, "atom", 2)) for i in test]
+            entry[f"{col}_test"] = scores(other, ref, spec["metrics"], level)
+            every = [extract_label(a, LabelSpec(col, "atom", 2)) for a in t_atoms]
+            entry[f"{col}_all"] = scores(every, t_labels[tname], spec["metrics"], level)
+        entry["anchors"] = {m: {"value": v, "source": s} for (t, m), (v, s) in spec["anchors"].items() if t == tname}
+        rec["targets"][tname] = entry
+    return rec
+
+
+METRIC_LABEL = {"mae": "MAE (all components)", "mae_diag": "MAE diagonal (xx, yy, zz)",
+                "mae_offdiag": "MAE off-diagonal", "rel_rmse": "relative RMSE, %"}
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.4g}"
+
+
+def set_markdown(rec: dict) -> list[str]:
+    """Markdown lines of one set's record."""
+    if "skipped" in rec:
+        return [f"### {rec['set']}", "", f"SKIPPED: {rec['skipped']}.", ""]
+    lines = [f"### {rec['set']}", "",
+             f"Config `{rec['config']}` (model {json.dumps(rec['model'])}); data `{rec['data']}`, "
+             f"test: {rec['test_data']}. Structures: {rec['n_train']} train / {rec['n_val']} validation "
+             f"(early stopping) / {rec['n_test']} held-out test (seed {rec['split_seed']}; "
+             f"{rec['n_test_unseen_elements']} of them hold elements absent from training). Budget "
+             f"{rec['budget_min']:g} min, {rec['epochs']} epochs (best {rec['best_epoch']}, stopped: "
+             f"{rec['stopped']}), {rec['wall_s']:.0f} s wall including graph building"
+             f"{'; NO epoch finished within the budget: baseline only' if rec['best_epoch'] < 0 else ''}.", ""]
+    if rec.get("note"):
+        lines += [rec["note"], ""]
+    if "sum_rule_threshold_e" in rec:
+        lines += [f"Sum rule: a row breaks it when the Frobenius norm of the sum of its BECs over "
+                  f"atoms exceeds {rec['sum_rule_threshold_e']:g} e; {rec['train_rows_dropped_sum_rule']} "
+                  f"such training rows were dropped (as `data.sum_rule_threshold` in the example).", ""]
+    lines += ["| target | metric | etgnn | baseline | anchor | anchor source |", "|---|---|---|---|---|---|"]
+    for t, e in rec["targets"].items():
+        unit = f" ({e['unit']})" if e["unit"] else ""
+        for m, v in e["etgnn"].items():
+            a = e["anchors"].get(m, {})
+            label = METRIC_LABEL[m] + (unit if m != "rel_rmse" else "")
+            lines.append(f"| {t} | {label} | {_fmt(v)} | {_fmt(e['baseline'].get(m))} | "
+                         f"{_fmt(a.get('value'))} | {a.get('source', '')} |")
+        if "etgnn_sum_rule_ok" in e:
+            for m, v in e["etgnn_sum_rule_ok"].items():
+                lines.append(f"| {t}, {e['n_test_sum_rule_ok']} test rows obeying the sum rule | "
+                             f"{METRIC_LABEL[m]}{unit} | {_fmt(v)} | {_fmt(e['baseline_sum_rule_ok'].get(m))} | | |")
+        for col in [k for k in e if k.endswith("_test") or k.endswith("_all")]:
+            for m, v in e[col].items():
+                where = "this test split" if col.endswith("_test") else "all structures of the file"
+                lines.append(f"| {t}: file's `{col.rsplit('_', 1)[0]}` column, {where} | {METRIC_LABEL[m]}{unit} | "
+                             f"{_fmt(v)} | | | extra anchor row |")
+    return lines + [""]
+
+
+def write_report(out: Path, records: list, meta: dict) -> None:
+    """``out/accuracy.json`` and ``out/accuracy.md``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "accuracy.json").write_text(json.dumps({"meta": meta, "sets": records}, indent=1) + "\n")
+    hw = meta["hardware"]
+    lines = ["# Accuracy on the shared data sets", "",
+             f"Command: `{meta['command']}` ({meta['date']}). Hardware: {hw['cpu']}, {hw['logical_cores']} "
+             f"logical cores, {hw['torch_threads']} torch thread(s) (OMP_NUM_THREADS={hw['OMP_NUM_THREADS']}), "
+             f"torch {hw['torch']}, 1-min load average {hw['load_average_1min_at_start']} at the start "
+             f"(a shared machine: other jobs slow the wall-clock budget down). Budget {meta['minutes']:g} min of training per set"
+             f"{' (--quick: small subsets, fields only, numbers meaningless)' if meta['quick'] else ''}.", "",
+             meta.get("note", ""), "",
+             "Protocol: the example config trains on the non-test structures (80 % train, 20 % validation "
+             "for early stopping and learning-rate decay); the best checkpoint predicts the held-out test "
+             "structures. Baseline: per-atom targets get the mean tensor of their element, per-structure "
+             "targets the mean tensor, both over the training + validation structures. MAE is the mean "
+             "absolute error over tensor components (BEC: all 9 components of every atom; diagonal: xx, yy, "
+             "zz of every atom; off-diagonal: the other 6). Relative RMSE (SA-GPR's % RMSE) = 100 * "
+             "sqrt(mean squared error over all components of the test structures) / sqrt(mean squared "
+             "deviation of the test references from their per-component mean). Anchors are the published "
+             "numbers quoted in issue 10; most come from other splits (see each source).", ""]
+    for rec in records:
+        lines += set_markdown(rec)
+    (out / "accuracy.md").write_text("\n".join(lines))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sets", nargs="+", choices=list(SETS), default=list(SETS))
+    ap.add_argument("--minutes", type=float, default=60.0, help="training budget per set (minutes)")
+    ap.add_argument("--quick", action="store_true",
+                    help=f"{QUICK['minutes']} min, {QUICK['pool']} training + {QUICK['test']} test structures per set")
+    ap.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="output folder (default benchmarks/results; with --quick benchmarks/results/quick, "
+                         "so a smoke run never overwrites the committed results)")
+    ap.add_argument("--note", default="", help="a line for the top of the md (e.g. 'preliminary short run')")
+    args = ap.parse_args(argv)
+    minutes = QUICK["minutes"] if args.quick else args.minutes
+    if args.out is None:
+        args.out = ROOT / "benchmarks" / "results" / ("quick" if args.quick else "")
+    meta = {"command": shlex.join(["python", "benchmarks/accuracy.py", *(argv if argv is not None else sys.argv[1:])]),
+            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "minutes": minutes,
+            "quick": args.quick, "hardware": hardware(), "note": args.note}
+    records = []
+    with tempfile.TemporaryDirectory(prefix="etgnn_accuracy_") as tmp:
+        for name in args.sets:
+            print(f"[accuracy] {name} ...", flush=True)
+            rec = run_set(name, SETS[name], args.data_dir, minutes, args.quick, Path(tmp))
+            records.append(rec)
+            write_report(args.out, records, meta)  # after every set: a killed run keeps what it has
+            print(f"[accuracy] {name}: " + (rec.get("skipped") or json.dumps(
+                {t: e["etgnn"] for t, e in rec["targets"].items()})), flush=True)
+    print(f"[accuracy] wrote {args.out / 'accuracy.md'} and {args.out / 'accuracy.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

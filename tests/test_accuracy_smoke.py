@@ -1,0 +1,91 @@
+"""``benchmarks/accuracy.py``: its metric and baseline definitions exactly, and a ``--quick`` run on
+two real sets (skipped when ../shared/data is absent) that writes every promised field.  No
+accuracy is asserted (numbers belong in benchmarks/results)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase import Atoms
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="module")
+def acc():
+    spec = importlib.util.spec_from_file_location("accuracy", ROOT / "benchmarks" / "accuracy.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_scores_split_diagonal_and_offdiagonal(acc):
+    ref = [np.zeros((2, 3, 3))]
+    err = np.zeros((2, 3, 3))
+    err[:, [0, 1, 2], [0, 1, 2]] = 0.3  # diagonal errors 0.3
+    err[0, 0, 1] = 1.2  # one off-diagonal error among 12
+    s = acc.scores([err], ref, ("mae", "mae_diag", "mae_offdiag"), "atom")
+    assert s["mae_diag"] == pytest.approx(0.3)
+    assert s["mae_offdiag"] == pytest.approx(1.2 / 12)
+    assert s["mae"] == pytest.approx((6 * 0.3 + 1.2) / 18)
+
+
+def test_scores_pool_per_atom_vectors_of_structures_of_any_size(acc):
+    ref = [np.zeros((2, 3)), np.zeros((3, 3))]  # forces of a 2-atom and a 3-atom structure
+    pred = [np.full((2, 3), 1.0), np.full((3, 3), 6.0)]
+    assert acc.scores(pred, ref, ("mae",), "atom")["mae"] == pytest.approx((6 * 1.0 + 9 * 6.0) / 15)
+
+
+def test_relative_rmse_is_100_for_the_test_mean_and_scales_with_error(acc):
+    rng = np.random.default_rng(1)
+    ref = [rng.normal(size=(3, 3)) for _ in range(20)]
+    mean = np.mean(ref, axis=0)
+    assert acc.scores([mean] * 20, ref, ("rel_rmse",))["rel_rmse"] == pytest.approx(100.0)
+    half = [m + 0.5 * (r - m) for r, m in zip(ref, [mean] * 20)]
+    assert acc.scores(half, ref, ("rel_rmse",))["rel_rmse"] == pytest.approx(50.0)
+
+
+def test_baseline_per_element_mean_and_structure_mean(acc):
+    train = [Atoms("NaCl", positions=[[0, 0, 0], [1, 0, 0]]), Atoms("Na2", positions=[[0, 0, 0], [1, 0, 0]])]
+    becs = [np.stack([np.eye(3), -np.eye(3)]), np.stack([3 * np.eye(3), 5 * np.eye(3)])]
+    test = [Atoms("ClNaK", positions=[[0, 0, 0], [1, 0, 0], [2, 0, 0]])]
+    (pred,) = acc.baseline(train, becs, test, "atom")
+    np.testing.assert_allclose(pred[0], -np.eye(3))  # Cl: its only training atom
+    np.testing.assert_allclose(pred[1], 3 * np.eye(3))  # Na: mean of 1, 3, 5
+    np.testing.assert_allclose(pred[2], 2 * np.eye(3))  # K unseen: mean over all training atoms
+    eps = [np.eye(3), 3 * np.eye(3)]
+    np.testing.assert_allclose(acc.baseline(train, eps, test, "structure")[0], 2 * np.eye(3))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (DATA / "spice_dipeptides").is_dir() or not (DATA / "mp_dielectric").is_dir(),
+                    reason="../shared/data (spice_dipeptides, mp_dielectric) absent")
+def test_quick_run_writes_every_field(acc, tmp_path):
+    assert acc.main(["--quick", "--sets", "spice", "mp", "si_nmr", "--data-dir", str(DATA),
+                     "--out", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "accuracy.json").read_text())
+    hw = doc["meta"]["hardware"]
+    assert {"cpu", "logical_cores", "torch_threads"} <= set(hw)
+    assert doc["meta"]["quick"] is True and doc["meta"]["minutes"] == acc.QUICK["minutes"]
+    recs = {r["set"]: r for r in doc["sets"]}
+    assert "partial-label" in recs["si_nmr"]["skipped"]
+    for name in ("spice", "mp"):
+        r = recs[name]
+        assert r["n_test"] == acc.QUICK["test"] and r["budget_min"] == acc.QUICK["minutes"]
+        assert r["epochs"] >= 1 and r["stopped"] in ("max_time", "max_epochs", "early_stopping")
+        for entry in r["targets"].values():
+            assert set(entry["etgnn"]) == set(entry["baseline"]) == set(acc.SETS[name]["metrics"])
+    bec = recs["mp"]["targets"]["born_charges"]
+    assert {"mae_diag", "mae_offdiag"} <= set(bec["etgnn_sum_rule_ok"])
+    assert bec["anchors"]["mae_diag"]["value"] == 0.210
+    assert recs["mp"]["sum_rule_threshold_e"] == acc.SUM_RULE_THRESHOLD
+    assert set(recs["spice"]["targets"]["apt"]["pred_bec_all"]) == {"mae", "mae_diag", "mae_offdiag"}
+    md = (tmp_path / "accuracy.md").read_text()
+    for text in ("### spice", "### mp", "SKIPPED: needs partial-label support", "MAE diagonal",
+                 "obeying the sum rule", "`pred_bec` column", "baseline", "anchor", "logical cores"):
+        assert text in md, text
