@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import ConfigError, DataError, ShapeError
 from ..tensors import VOIGT_ORDERS, to_cartesian
 
-__all__ = ["LabelSpec", "MissingLabel", "labelled_rows", "extract_label", "acoustic_sum_violation", "sum_rule_violations", "check_sum_rule"]
+__all__ = ["LabelSpec", "MissingLabel", "labelled", "labelled_rows", "extract_label", "acoustic_sum_violation", "sum_rule_violations", "check_sum_rule"]
 
 _LEVELS = ("atom", "structure")
 _VOIGT_SIZE = {2: 6, 3: 18, 4: 36}
@@ -77,12 +77,19 @@ class MissingLabel(DataError):
     """A structure has no field for a target (it may still be labelled for the others)."""
 
 
+def labelled(rows) -> np.ndarray:
+    """(n,) bool: which of the rows (n, ...) carry a value; an unlabelled atom or structure is NaN
+    in every component.  The torch twin is :func:`etgnn.train.losses.labelled_mask`."""
+    a = np.asarray(rows, dtype=float)
+    flat = a.reshape(a.shape[0], -1)
+    return ~np.isnan(flat).all(axis=1) if flat.shape[1] else np.ones(flat.shape[0], dtype=bool)
+
+
 def labelled_rows(label: np.ndarray, level: str) -> np.ndarray:
-    """Which rows of a label carry a value: (n_atoms,) bool for per-atom labels, (1,) for a
-    structure label.  An unlabelled atom or structure is stored as NaN in every component."""
+    """:func:`labelled` of one structure's label: (n_atoms,) for per-atom labels, (1,) for a
+    structure label."""
     a = np.asarray(label, dtype=float)
-    rows = a.reshape(a.shape[0] if level == "atom" else 1, -1)
-    return ~np.isnan(rows).all(axis=1) if rows.shape[1] else np.ones(rows.shape[0], dtype=bool)
+    return labelled(a if level == "atom" else a.reshape(1, -1))
 
 
 def _where(atoms: ase.Atoms, source: str, index: int) -> str:

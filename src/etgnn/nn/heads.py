@@ -84,7 +84,7 @@ class TensorHead(nn.Module):
         self.patterns = index_patterns(rank) if three_body else []
         # mixed terms, grouped by the number k of free (vector) slots: two-body e_a^(x)k and
         # three-body patterns over (a, b) on the free slots, deltas on the others
-        self.mixed2, self.mixed3 = [], []  # (k, placement matrix name, n placements[, pattern])
+        self.mixed2, self.mixed3 = [], []  # (k, n placements) and (k, n placements, pattern)
         placements = delta_placements(rank) if mixed else []
         for k in sorted({len(free) for _, free in placements}):
             group = [(pairs, free) for pairs, free in placements if len(free) == k]

@@ -16,7 +16,7 @@ from ..data import keys as K
 from ..data.batch import to_device
 from ..data.dataset import obeys_sum_rule
 from .ddp import DistContext, all_reduce_sum
-from .losses import total_loss
+from .losses import labelled_mask, total_loss
 from .metrics import MetricAccumulator, atomic_numbers, full_metrics
 
 __all__ = ["evaluate", "evaluate_loader", "load_evaluation_data", "sum_rule_violators", "format_sum_rule_report", "predict_file",
@@ -63,14 +63,12 @@ def evaluate_loader(model, loader, *, ctx: DistContext | None = None, collect: b
             # the training loss itself (every penalty included), summed, then averaged per target
             _, parts = total_loss(out, batch, targets, scales, reduction="sum")
             for k, (name, t) in enumerate(targets.items()):
-                labelled = ~torch.isnan(batch[name].reshape(batch[name].shape[0], -1)).all(dim=1)
-                pred, ref = out[name][labelled], batch[name][labelled]
                 sums[0, k] += parts[name].double()
-                sums[1, k] += pred.shape[0]
+                sums[1, k] += labelled_mask(batch[name]).sum()
                 if f"{name}_sum_rule" in parts:
                     sums[2, k] += parts[f"{name}_sum_rule"].double()
                     sums[3, k] += batch[K.N_ATOMS].shape[0]
-                acc.update(name, pred, ref)
+                acc.update(name, out[name], batch[name])  # scores labelled rows only
                 if collect:  # every row, unlabelled ones (NaN references) included: full_metrics masks them
                     preds[name].append(out[name].detach().cpu().double().numpy())
                     refs[name].append(batch[name].detach().cpu().double().numpy())

@@ -132,6 +132,12 @@ def sum_rule_penalty(pred: Tensor, batch: Tensor, n_graphs: int, reduction: str 
 LOSSES: dict[str, Callable[..., Tensor]] = {"euclidean": euclidean, "mse": mse, "mae": mae, "cosine": cosine}
 
 
+def labelled_mask(label: Tensor) -> Tensor:
+    """(n,) bool: the rows of ``label`` (n, ...) that carry a value (unlabelled rows are NaN in
+    every component; see :func:`etgnn.data.labels.labelled`)."""
+    return ~torch.isnan(label.reshape(label.shape[0], -1)).all(dim=1)
+
+
 def total_loss(
     outputs: Mapping[str, Tensor],
     batch: Mapping[str, Tensor],
@@ -162,7 +168,7 @@ def total_loss(
     for name, t in targets.items():
         scale = scales[name].to(outputs[name].dtype)
         pred, label = outputs[name], batch[name]
-        labelled = ~torch.isnan(label.reshape(label.shape[0], -1)).all(dim=1)  # unlabelled rows are NaN
+        labelled = labelled_mask(label)
         if not bool(labelled.all()):
             pred, label = pred[labelled], label[labelled]
         if label.shape[0]:

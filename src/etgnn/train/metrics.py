@@ -31,6 +31,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..data.labels import labelled
+from .losses import labelled_mask
+
 __all__ = ["METRIC_NAMES", "PARTS", "MetricAccumulator", "atomic_numbers", "compute_metrics", "format_table", "full_metrics",
            "tensor_parts", "training_baselines"]
 
@@ -69,7 +72,7 @@ class MetricAccumulator:
         """
         p = pred.detach().to(torch.float64).reshape(pred.shape[0], -1)
         y = ref.detach().to(torch.float64).reshape(ref.shape[0], -1)
-        keep = ~torch.isnan(y).all(dim=1)  # unlabelled rows (NaN) are not scored
+        keep = labelled_mask(y)  # unlabelled rows (NaN) are not scored
         p, y = p[keep], y[keep]
         e = p - y
         row = self.names.index(name)
@@ -196,7 +199,7 @@ def training_baselines(dataset, targets) -> dict:
         size = 3**t.rank
         rows = [np.asarray(lab[name], dtype=float).reshape(-1, size) for lab in dataset.labels]
         y = np.concatenate(rows) if rows else np.zeros((0, size))
-        keep = ~np.isnan(y).all(axis=1)  # labelled rows only
+        keep = labelled(y)
         out[name] = _mean_baseline(y[keep], numbers[keep] if t.level == "atom" else None)
     return out
 
@@ -242,7 +245,7 @@ def full_metrics(predictions: Mapping[str, np.ndarray], references: Mapping[str,
             if numbers is None or len(numbers) != len(y):
                 raise ValueError(f"per-atom target {name!r} needs the atomic numbers of its {len(y)} rows")
             z = np.asarray(numbers)
-        keep = ~np.isnan(y).all(axis=1)  # unlabelled rows (NaN) are not scored
+        keep = labelled(y)  # unlabelled rows (NaN) are not scored
         p, y = p[keep], y[keep]
         z = z[keep] if z is not None else None
         entry = (baselines or {}).get(name)

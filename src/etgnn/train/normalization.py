@@ -13,6 +13,7 @@ import torch
 
 from ..data import keys as K
 from ..nn.backbone import MAX_Z
+from ..data.labels import labelled
 from .metrics import training_baselines
 
 __all__ = ["fit_normalization"]
@@ -48,17 +49,16 @@ def fit_normalization(model, train, ridge: float = 1e-6) -> dict:
     if hasattr(model, "elements_seen"):
         model.elements_seen.zero_()
         model.elements_seen[torch.as_tensor(np.unique(np.concatenate(numbers)))] = True
-    all_numbers = numbers
     for name, head in model.heads.items():
-        numbers = all_numbers
         size = 3**head.rank
         basis = head.iso_basis.detach().cpu().double().numpy()
         shift = np.zeros((MAX_Z + 1, max(head.n_iso, 1)))
         if head.level == "atom":
             y = np.concatenate([lab[name].reshape(-1, size) for lab in train.labels])
             z = np.concatenate(numbers)
-            keep = ~np.isnan(y).all(axis=1)  # labelled atoms only
+            keep = labelled(y)  # labelled atoms only
             y, z = y[keep], z[keep]
+            present = np.unique(z)
             if head.n_iso:
                 coef = _iso_coefficients(y, basis)
                 for el in np.unique(z):
@@ -66,9 +66,10 @@ def fit_normalization(model, train, ridge: float = 1e-6) -> dict:
                 y = y - shift[z, : head.n_iso] @ basis
         else:
             y = np.stack([lab[name].reshape(size) for lab in train.labels])
-            keep = ~np.isnan(y).all(axis=1)  # labelled structures only
+            keep = labelled(y)  # labelled structures only
             y = y[keep]
-            numbers = [n for n, k in zip(numbers, keep) if k]
+            kept = [n for n, k in zip(numbers, keep) if k]
+            present = np.unique(np.concatenate(kept)) if kept else np.zeros(0, dtype=np.int64)
             if head.n_iso and head.reduce == "mean":
                 # intensive: one global isotropic shift.  A per-element fit on composition
                 # fractions over-fits (64 elements, ~1000 crystals) and was measured to hurt the
@@ -79,10 +80,10 @@ def fit_normalization(model, train, ridge: float = 1e-6) -> dict:
             elif head.n_iso:
                 # extensive: additive per-element shifts (counts), ridge-regularised least squares
                 coef = _iso_coefficients(y, basis)
-                elements = np.unique(np.concatenate(numbers))
-                comp = np.zeros((len(numbers), len(elements)))
-                owner = np.repeat(np.arange(len(numbers)), [len(z) for z in numbers])
-                np.add.at(comp, (owner, np.searchsorted(elements, np.concatenate(numbers))), 1.0)
+                elements = np.unique(np.concatenate(kept))
+                comp = np.zeros((len(kept), len(elements)))
+                owner = np.repeat(np.arange(len(kept)), [len(z) for z in kept])
+                np.add.at(comp, (owner, np.searchsorted(elements, np.concatenate(kept))), 1.0)
                 a = comp.T @ comp + ridge * np.eye(len(elements))
                 sol = np.linalg.solve(a, comp.T @ coef)
                 shift[elements, : head.n_iso] = sol
@@ -95,7 +96,6 @@ def fit_normalization(model, train, ridge: float = 1e-6) -> dict:
         head.element_shift.copy_(torch.as_tensor(shift, dtype=dtype))
         head.edge_norm.copy_(torch.tensor(1.0 / edges_per_atom, dtype=dtype))
         head.triplet_norm.copy_(torch.tensor(1.0 / trip_per_atom, dtype=dtype))
-        present = np.unique(np.concatenate(numbers))
         stats[name] = {"scale": scale, "shift": {int(el): shift[el, : head.n_iso].tolist() for el in present}}
     model.baselines = training_baselines(train, model.config.targets)
     return stats

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ..data.labels import labelled
+
 __all__ = ["parity_plot"]
 
 #: at most this many points are drawn per panel (a random subset; the metrics use all of them)
@@ -66,13 +68,9 @@ def parity_plot(predictions: Mapping[str, np.ndarray], references: Mapping[str, 
 
     from .metrics import compute_metrics
 
-    labelled = {}  # unlabelled rows (NaN references) are not plotted
-    for name, y in references.items():
-        y = np.asarray(y, dtype=float)
-        keep = ~np.isnan(y.reshape(y.shape[0], -1)).all(axis=1) if y.ndim else np.ones(1, bool)
-        labelled[name] = (np.asarray(predictions[name])[keep], y[keep])
-    predictions = {n: p for n, (p, _) in labelled.items()}
-    references = {n: y for n, (_, y) in labelled.items()}
+    keep = {n: labelled(y) if np.ndim(y) else np.ones(1, bool) for n, y in references.items()}
+    predictions = {n: np.asarray(predictions[n])[k] for n, k in keep.items()}  # unlabelled rows (NaN) not plotted
+    references = {n: np.asarray(references[n], dtype=float)[k] for n, k in keep.items()}
     if metrics is None:
         metrics = compute_metrics(predictions, references)
     panels = _panels(predictions, references, metrics)
