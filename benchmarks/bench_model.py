@@ -23,6 +23,13 @@ Usage::
 
     python benchmarks/bench_model.py                 # full run (about 10-20 minutes on 2 cores)
     python benchmarks/bench_model.py --quick         # smoke run
+    python benchmarks/bench_model.py --against 1f22bf8 --threads 1   # this checkout vs etgnn 0.1.0
+
+``--against REV`` runs only the headline configuration (no neighbour truncation), interleaved,
+for three versions: the source of git revision ``REV`` (etgnn 0.1.0 is ``1f22bf8``), this checkout
+with 0.1.0's expansion (``mixed``, ``chiral``, ``four_body`` and ``smooth_triplets`` off: the
+same arithmetic, so any difference is the code's organisation), and this checkout as it is
+(the complete expansion).  Results go to ``bench_model_versions.json`` / ``.md``.
 """
 
 from __future__ import annotations
@@ -147,8 +154,10 @@ def run_worker(spec: dict) -> dict:
     read_s = time.perf_counter() - t0
 
     cutoff, trip_cut, max_nb = spec["cutoff"], spec["triplet_cutoff"], spec["max_neighbors"]
-    model_cfg = dict(PAPER_MODEL, cutoff=cutoff, triplet_cutoff=trip_cut, max_neighbors=max_nb)
-    model = etgnn.build_model({"model": model_cfg, "targets": TARGETS})
+    model_cfg = dict(PAPER_MODEL, cutoff=cutoff, triplet_cutoff=trip_cut, max_neighbors=max_nb,
+                     **spec.get("model_overrides", {}))
+    targets = {n: dict(t, **spec.get("target_overrides", {})) for n, t in TARGETS.items()}
+    model = etgnn.build_model({"model": model_cfg, "targets": targets})
     levels = {name: t["level"] for name, t in TARGETS.items()}
     rng = np.random.default_rng(spec["seed"])
     n_batches = spec["warmup"] + spec["steps"]
@@ -302,9 +311,12 @@ def wait_for_quiet(max_load: float | None, max_wait: float) -> dict:
 JEMALLOC_CONF = "background_thread:false,dirty_decay_ms:-1,muzzy_decay_ms:-1"
 
 
-def spawn(spec: dict, timeout: float, preload: str | None = None) -> dict:
-    """Run ``spec`` in a fresh Python process (with ``preload`` as LD_PRELOAD) and return its result."""
+def spawn(spec: dict, timeout: float, preload: str | None = None, pythonpath: str | None = None) -> dict:
+    """Run ``spec`` in a fresh Python process (with ``preload`` as LD_PRELOAD, ``pythonpath``
+    first on the import path) and return its result."""
     env = dict(os.environ)
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join(x for x in (pythonpath, env.get("PYTHONPATH", "")) if x)
     if preload:
         env["LD_PRELOAD"] = " ".join(x for x in (preload, env.get("LD_PRELOAD", "")) if x)
         if "jemalloc" in Path(preload).name:
@@ -417,6 +429,9 @@ def main(argv=None) -> int:
     p.add_argument("--preload", default=None,
                    help="memory allocator library to LD_PRELOAD in the workers, e.g. "
                         "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 (default: the system malloc)")
+    p.add_argument("--against", default=None, metavar="REV",
+                   help="compare this checkout with the source of git revision REV (e.g. 1f22bf8, etgnn 0.1.0) "
+                        "on the headline configuration, interleaved (writes bench_model_versions.*)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--worker-out", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -462,6 +477,9 @@ def main(argv=None) -> int:
 
     def log(msg):
         print(f"[{time.perf_counter() - t_all:7.1f}s] {msg}", flush=True)
+
+    if args.against:
+        return compare_versions(args, base, results, out_dir, repeats if args.repeats else 5, log)
 
     graph_sample = 64 if q else 10**9
     # every configuration: (group, label, spec, extra fields of its table row)
@@ -510,6 +528,86 @@ def main(argv=None) -> int:
     (out_dir / "bench_model.md").write_text(render_markdown(results))
     log(f"wrote {out_dir / 'bench_model.json'} and {out_dir / 'bench_model.md'}")
     return 0
+
+
+#: 0.1.0's expansion in this checkout: the same arithmetic as etgnn 0.1.0
+OLD_EXPANSION = {"target_overrides": {"mixed": False, "chiral": False, "four_body": False},
+                 "model_overrides": {"smooth_triplets": False}}
+
+
+def compare_versions(args, base: dict, results: dict, out_dir: Path, repeats: int, log) -> int:
+    """Headline configuration for REV's source and this checkout, interleaved; see the docstring."""
+    rev = args.against
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "src"], capture_output=True)
+        if archive.returncode != 0:
+            print(f"bench_model: git archive {rev} failed: {archive.stderr.decode().strip()}", file=sys.stderr)
+            return 2
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
+        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", rev], capture_output=True,
+                                text=True).stdout.strip()
+        spec = dict(base, max_neighbors=None)
+        variants = [(f"{rev} ({commit})", spec, str(Path(tmp) / "src")),
+                    ("this checkout, 0.1.0's expansion", dict(spec, **OLD_EXPANSION), str(REPO / "src")),
+                    ("this checkout, complete expansion", spec, str(REPO / "src"))]
+        runs: dict[str, list] = {label: [] for label, _, _ in variants}
+        for r in range(repeats):
+            for label, vspec, path in variants:
+                quiet = wait_for_quiet(args.max_load, args.max_wait)
+                res = spawn(vspec, args.timeout, args.preload, pythonpath=path)
+                res["pre_run"] = quiet
+                runs[label].append(res)
+                log(f"{label} (repeat {r + 1}/{repeats}): train {res['train']['atoms_per_cpu_s']:.1f} atoms/CPU-s, "
+                    f"infer {res['infer']['atoms_per_cpu_s']:.1f} atoms/CPU-s, peak {res['rss']['peak_gb']:.2f} GB")
+    rows = []
+    for label, _, _ in variants:
+        rs = runs[label]
+        rows.append({
+            "version": label,
+            "train_atoms_per_cpu_s": [r["train"]["atoms_per_cpu_s"] for r in rs],
+            "infer_atoms_per_cpu_s": [r["infer"]["atoms_per_cpu_s"] for r in rs],
+            "train_atoms_per_s": [r["train"]["atoms_per_s"] for r in rs],
+            "infer_atoms_per_s": [r["infer"]["atoms_per_s"] for r in rs],
+            "peak_rss_gb": [r["rss"]["peak_gb"] for r in rs],
+            "other_runnable_threads": [r["pre_run"]["load"] for r in rs],
+        })
+    results["versions"] = {"against": rev, "repeats": repeats, "rows": rows}
+    results["meta"]["loadavg_end"] = list(os.getloadavg())
+    (out_dir / "bench_model_versions.json").write_text(json.dumps(results, indent=1))
+    (out_dir / "bench_model_versions.md").write_text(render_versions(results))
+    log(f"wrote {out_dir / 'bench_model_versions.md'}")
+    return 0
+
+
+def _spread(values: list[float]) -> str:
+    med = statistics.median(values)
+    return f"{med:.1f} ({min(values):.1f}-{max(values):.1f})"
+
+
+def render_versions(res: dict) -> str:
+    """Markdown table of :func:`compare_versions`: medians (range) over the interleaved repeats."""
+    v, m = res["versions"], res["meta"]
+    ref = v["rows"][0]
+    lines = [
+        "# etgnn against an earlier version (`benchmarks/bench_model.py --against`)", "",
+        f"- date: {m.get('date')}, this checkout `{m.get('git_commit')}` against `{v['against']}`",
+        f"- {m.get('cpu')}; torch threads {res['settings'].get('threads') or 'default'}; "
+        f"{v['repeats']} fresh processes per version, interleaved (version A, B, C, A, B, C, ...)",
+        "- paper hyperparameters (hidden 128, 4 blocks, 128 triplet features, 6 / 4 Å, no neighbour truncation), "
+        "Born charges + dielectric tensor, batches of 16 phonondb crystals, float32; per process the median "
+        f"of {res['settings']['steps']} steps after {res['settings']['warmup']} warm-ups",
+        "- atoms per CPU-second (the figure least affected by other jobs on this shared machine): median over "
+        "processes (range); ratio = median / the first row's median", "",
+        "| version | training atoms/CPU-s | ratio | inference atoms/CPU-s | ratio | peak RSS (GB) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    t0 = statistics.median(ref["train_atoms_per_cpu_s"])
+    i0 = statistics.median(ref["infer_atoms_per_cpu_s"])
+    for row in v["rows"]:
+        t, i = statistics.median(row["train_atoms_per_cpu_s"]), statistics.median(row["infer_atoms_per_cpu_s"])
+        lines.append(f"| {row['version']} | {_spread(row['train_atoms_per_cpu_s'])} | {t / t0:.3f} | "
+                     f"{_spread(row['infer_atoms_per_cpu_s'])} | {i / i0:.3f} | {statistics.median(row['peak_rss_gb']):.2f} |")
+    return "\n".join(lines) + "\n"
 
 
 def _scan_row(entry: dict, **extra) -> dict:

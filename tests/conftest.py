@@ -66,9 +66,10 @@ def perturb_(model: torch.nn.Module, seed: int = 0, noise: float = 0.2) -> torch
             p.add_((noise * randn(p.shape)).to(p.dtype))
         for head in model.heads.values():
             head.scale.copy_(2.0 + randn(()).abs())
-            head.element_shift.copy_(randn(head.element_shift.shape).to(head.element_shift.dtype))
-            head.edge_norm.mul_(8.0)
-            head.triplet_norm.mul_(8.0)
+            shift = head.normalizer.element_shift
+            shift.copy_(randn(shift.shape).to(shift.dtype))
+        model.backbone.counts.edges_per_atom.div_(8.0)
+        model.backbone.counts.triplets_per_atom.div_(8.0)
     return model
 
 

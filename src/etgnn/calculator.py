@@ -99,7 +99,7 @@ class ETGNNCalculator(Calculator):
         super().__init__(**kwargs)
         self.model = (model if isinstance(model, ETGNN) else load_model(model, map_location=device)).to(device)
         self.aliases = dict(aliases or {})
-        targets = self.model.config.targets
+        targets = self.model.targets  # {name: Target}
         for name in list(self.aliases) + list(units or {}):
             if name not in targets:
                 raise ConfigError(f"ETGNNCalculator: the model has no target {name!r}; "

@@ -27,9 +27,11 @@ from .data import keys as K
 from .data.batch import collate, to_device
 from .data.graph import build_graph
 from .errors import DataError, EtgnnError
+from .data.statistics import Statistics, TargetStatistics
 from .nn.backbone import MAX_Z, Backbone
 from .nn.chunking import chunked_atom_tensors
-from .nn.heads import Geometry, TensorHead
+from .nn.geometry import edge_geometry
+from .targets import Target, build_targets
 
 __all__ = ["ETGNN", "build_model", "load_model"]
 
@@ -37,14 +39,20 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 class ETGNN(nn.Module):
-    """Backbone plus tensor heads built from a :class:`etgnn.config.Config`.
+    """Backbone plus one tensor head per target, built from a :class:`etgnn.config.Config` and
+    (for a trained model) the training set's :class:`etgnn.data.statistics.Statistics`.
 
     ``forward(batch)`` maps a batch from :func:`etgnn.data.batch.collate` to
     ``{target: tensor}`` with per-atom targets (n_atoms, 3, ...) and per-structure targets
     (n_graphs, 3, ...), in the units of the training data.
+
+    Attributes:
+        targets: ``{name: Target}`` (:mod:`etgnn.targets`), each bound to its head.
+        heads: the same heads as a ``ModuleDict``.
+        baselines: constant predictors of the training data, the metrics' baselines; None if unknown.
     """
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, statistics: Statistics | None = None):
         super().__init__()
         self.config = config
         m = config.model
@@ -56,21 +64,19 @@ class ETGNN(nn.Module):
             cutoff_function=m.cutoff_function, radial_basis=m.radial_basis, smooth_triplets=m.smooth_triplets,
             checkpoint_blocks=m.checkpoint == "blocks",
         )
-        self.heads = nn.ModuleDict({
-            name: TensorHead(
-                rank=t.rank, level=t.level, reduce=t.reduce, hidden_channels=m.hidden_channels,
-                triplet_channels=m.triplet_channels, activation=m.activation, isotropic=t.isotropic,
-                two_body=t.two_body, three_body=t.three_body, symmetry=t.symmetry, sum_rule=t.sum_rule,
-                mixed=t.mixed, chiral=t.chiral, four_body=t.four_body,
-            )
-            for name, t in config.targets.items()
-        })
-        #: elements present in the training data (set by etgnn.train.normalization); all False
-        #: for an untrained model, which then accepts any element
+        stats = statistics or Statistics()
+        self.targets: dict[str, Target] = build_targets(config)
+        for name, target in self.targets.items():
+            target.head = target.build_head(m, stats.targets.get(name))
+        self.heads = nn.ModuleDict({name: t.head for name, t in self.targets.items()})
+        self.backbone.counts.edges_per_atom.fill_(stats.edges_per_atom)
+        self.backbone.counts.triplets_per_atom.fill_(stats.triplets_per_atom)
+        #: elements present in the training data; all False for an untrained model, which then
+        #: accepts any element
         self.register_buffer("elements_seen", torch.zeros(MAX_Z + 1, dtype=torch.bool))
-        #: constant predictors of the training data, the metrics' baselines
-        #: (:func:`etgnn.train.metrics.training_baselines`, set with the normalisation); None if unknown
-        self.baselines: dict | None = None
+        if stats.elements:
+            self.elements_seen[torch.as_tensor(stats.elements, dtype=torch.long)] = True
+        self.baselines: dict | None = stats.baselines
 
     @property
     def dtype(self) -> torch.dtype:
@@ -80,29 +86,29 @@ class ETGNN(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def geometry(self, batch: dict[str, Tensor]) -> tuple[Tensor, Geometry]:
-        """Edge lengths (n_edges,) and the :class:`Geometry` shared by the heads."""
-        pos = batch[K.POSITIONS]
-        i, j = batch[K.EDGE_INDEX]
-        vec = pos[j] + batch[K.EDGE_SHIFT] - pos[i]
-        dist = vec.norm(dim=-1)
-        geo = Geometry(
-            unit=vec / dist.unsqueeze(-1), centre=i, fcut=self.backbone.cutoff_fn(dist),
-            fcut_trip=self.backbone.triplet_cutoff_fn(dist), ta=batch[K.TRIPLET_A], tb=batch[K.TRIPLET_B],
-            numbers=batch[K.NUMBERS], batch=batch[K.BATCH], n_graphs=int(batch[K.N_ATOMS].shape[0]),
-        )
-        return dist, geo
+    def statistics(self) -> Statistics:
+        """The training-set statistics this model holds (read back from its buffers)."""
+        counts = self.backbone.counts
+        return Statistics(
+            edges_per_atom=float(counts.edges_per_atom), triplets_per_atom=float(counts.triplets_per_atom),
+            elements=torch.nonzero(self.elements_seen).flatten().tolist(),
+            targets={name: TargetStatistics(float(h.normalizer.scale), h.normalizer.shifts())
+                     for name, h in self.heads.items()},
+            baselines=self.baselines)
+
+    def geometry(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``batch`` with the edge geometry added (:func:`etgnn.nn.geometry.edge_geometry`)."""
+        return edge_geometry(batch, self.backbone.cutoff_fn, self.backbone.triplet_cutoff_fn)
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        dist, geo = self.geometry(batch)
+        batch = self.geometry(batch)
         chunk, ckpt = self.config.model.chunk_triplets, self.config.model.checkpoint == "chunks"
         ckpt = ckpt and torch.is_grad_enabled()
-        if chunk is not None and (geo["ta"].shape[0] > chunk or ckpt):  # exact, bounded memory
-            raw = chunked_atom_tensors(self.backbone, self.heads, batch[K.NUMBERS], batch[K.EDGE_INDEX],
-                                       dist, geo, chunk, checkpoint=ckpt)
-            return {name: head(None, geo, raw=raw[name]) for name, head in self.heads.items()}
-        feats = self.backbone(batch[K.NUMBERS], batch[K.EDGE_INDEX], dist, geo["unit"], geo["ta"], geo["tb"])
-        return {name: head(feats, geo) for name, head in self.heads.items()}
+        if chunk is not None and (batch[K.TRIPLET_A].shape[0] > chunk or ckpt):  # exact, bounded memory
+            raw = chunked_atom_tensors(self.backbone, self.heads, batch, chunk, checkpoint=ckpt)
+            return {name: head(None, batch, raw=raw[name]) for name, head in self.heads.items()}
+        feats = self.backbone(batch)
+        return {name: head(feats, batch) for name, head in self.heads.items()}
 
     # ------------------------------------------------------------------ numpy API
     def graph(self, atoms: Atoms, where: str = "structure") -> dict[str, np.ndarray]:
@@ -141,12 +147,12 @@ class ETGNN(nn.Module):
         out = self(batch)
         n_atoms = batch[K.N_ATOMS].cpu().numpy()
         bounds = np.concatenate([[0], np.cumsum(n_atoms)])
+        arrays = {name: value.detach().cpu().double().numpy() for name, value in out.items()}
         split = []
         for g in range(len(graphs)):
             item = {}
-            for name, value in out.items():
-                arr = value.detach().cpu().double().numpy()
-                item[name] = arr[bounds[g] : bounds[g + 1]] if self.heads[name].level == "atom" else arr[g]
+            for name, arr in arrays.items():
+                item[name] = self.targets[name].split(arr, bounds, g)
                 if not np.isfinite(item[name]).all():
                     raise EtgnnError(f"{where[g]}: prediction of {name!r} is not finite")
             split.append(item)
@@ -197,8 +203,14 @@ def save_atomic(obj, path: str | os.PathLike) -> None:
     os.replace(tmp, path)
 
 
-def build_model(config) -> ETGNN:
+def build_model(config, statistics: Statistics | None = None) -> ETGNN:
     """Build a model from a config (dict, YAML path or :class:`Config`).
+
+    Args:
+        config: the configuration.
+        statistics: the training set's :func:`etgnn.data.statistics.compute_statistics` (output
+            scales and shifts, neighbour counts, elements, baselines); None for an untrained
+            model (unit scales, no shifts, the default neighbour counts).
 
     Weights are initialised from ``model.seed``; the model's dtype is ``model.dtype``.
     """
@@ -206,15 +218,37 @@ def build_model(config) -> ETGNN:
     state = torch.random.get_rng_state()
     try:
         torch.manual_seed(cfg.model.seed)
-        model = ETGNN(cfg)
+        model = ETGNN(cfg, statistics)
     finally:
         torch.random.set_rng_state(state)
     return model.to(_DTYPES[cfg.model.dtype])
 
 
 #: Version of the model-file layout written by :meth:`ETGNN.checkpoint`: 1 is etgnn 0.1.0's (no
-#: ``format_version`` entry), 2 adds the complete expansion and the smooth triplet stream.
-CHECKPOINT_FORMAT = 2
+#: ``format_version`` entry), 2 adds the complete expansion and the smooth triplet stream, 3 keeps
+#: the statistics once (each head's normaliser, the backbone's neighbour counts) instead of
+#: copies of the neighbour counts in every head.
+CHECKPOINT_FORMAT = 3
+
+
+def _upgrade_state(state: dict, heads) -> dict:
+    """A format-1/2 ``state_dict`` in the format-3 layout: ``heads.<t>.scale`` and
+    ``.element_shift`` move into ``heads.<t>.normalizer``; the per-head ``edge_norm`` and
+    ``triplet_norm`` (equal in every head, 1 / count) become ``backbone.counts``."""
+    state = dict(state)
+    counts = {}
+    for name in heads:
+        for old in ("scale", "element_shift"):
+            key = f"heads.{name}.{old}"
+            if key in state:
+                state[f"heads.{name}.normalizer.{old}"] = state.pop(key)
+        for old, new in (("edge_norm", "edges_per_atom"), ("triplet_norm", "triplets_per_atom")):
+            key = f"heads.{name}.{old}"
+            if key in state:
+                counts.setdefault(new, 1.0 / state.pop(key).double())
+    for new, value in counts.items():
+        state.setdefault(f"backbone.counts.{new}", value)
+    return state
 
 #: Target options added after etgnn 0.1.0, with the value that reproduces a 0.1.0 model.
 _ADDED_TARGET_OPTIONS = {"mixed": False, "chiral": False, "four_body": False}
@@ -257,7 +291,7 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
                         f"(format {CHECKPOINT_FORMAT}): upgrade etgnn (pip install -U etgnn) to load it")
     state = ckpt.get("model_state", ckpt.get("state_dict"))
     model = build_model(_upgrade_config(ckpt["config"], path) if version == 1 else ckpt["config"])
-    state = dict(state)
+    state = _upgrade_state(state, model.heads) if version < 3 else dict(state)
     state.setdefault("elements_seen", model.elements_seen)  # files written before etgnn 0.1.0 final
     model.load_state_dict(state)
     model.baselines = ckpt.get("baselines")  # absent before etgnn stored them

@@ -176,7 +176,6 @@ class Predictor:
         input_path = resolve_data_path(input_path)  # etgnn:examples_data/... names a shipped file
         output_path = check_output_path(output_path)
         output_path.parent.mkdir(parents=True, exist_ok=True)
-        levels = {name: head.level for name, head in self.model.heads.items()}
         structures = iter_structures(input_path, format, structure_path=structure_path)
         if rename:
             structures = (rename_fields(a, rename) for a in structures)
@@ -185,7 +184,7 @@ class Predictor:
         try:
             with open(tmp, "w") as fh:
                 for chunk, preds in self.iter_chunks(structures, source=str(input_path)):
-                    out = [prediction_atoms(a, p, levels, keep_labels=keep_labels) for a, p in zip(chunk, preds)]
+                    out = [prediction_atoms(a, p, self.model.targets, keep_labels=keep_labels) for a, p in zip(chunk, preds)]
                     _write_extxyz(fh, out)
                     n += len(out)
             if n == 0:
@@ -238,7 +237,7 @@ def _label_items(atoms: Atoms):
             yield name, arr.item() if arr.size == 1 else arr.reshape(-1), False
 
 
-def prediction_atoms(atoms: Atoms, pred: dict[str, np.ndarray], levels: dict[str, str], *,
+def prediction_atoms(atoms: Atoms, pred: dict[str, np.ndarray], targets: dict, *,
                      keep_labels: bool = False) -> Atoms:
     """A fresh ``Atoms`` holding the structure of ``atoms`` and the predictions ``pred``.
 
@@ -252,7 +251,8 @@ def prediction_atoms(atoms: Atoms, pred: dict[str, np.ndarray], levels: dict[str
     Args:
         atoms: the input structure (not modified).
         pred: ``{target: array}`` as :meth:`Predictor.predict` returns.
-        levels: ``{target: "atom" | "structure"}``.
+        targets: ``{name: Target}`` (``model.targets``; each writes its own prediction,
+            :meth:`etgnn.targets.Target.write`).
     """
     from .data.readers import STRUCTURE_ID
 
@@ -267,11 +267,7 @@ def prediction_atoms(atoms: Atoms, pred: dict[str, np.ndarray], levels: dict[str
     elif isinstance(atoms.info.get(STRUCTURE_ID), str):
         out.info[STRUCTURE_ID] = atoms.info[STRUCTURE_ID]
     for name, value in pred.items():
-        if levels[name] == "atom":
-            flat = np.asarray(value).reshape(len(atoms), -1)
-            out.new_array(name, flat[:, 0] if flat.shape[1] == 1 else flat)
-        else:
-            out.info[name] = float(value) if np.ndim(value) == 0 else np.asarray(value).reshape(-1)
+        targets[name].write(out, value)
     return out
 
 

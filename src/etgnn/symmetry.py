@@ -147,7 +147,7 @@ def _forces_and_terms(model, batch) -> tuple[np.ndarray, np.ndarray]:
     """
     import torch
 
-    from .nn.heads import Geometry
+    from .data import keys as K
 
     head = model.heads[_FORCE]
     seen = {}
@@ -157,12 +157,12 @@ def _forces_and_terms(model, batch) -> tuple[np.ndarray, np.ndarray]:
     finally:
         hook.remove()
     feats, geo = seen["args"]
-    along_x = torch.zeros_like(geo["unit"])
+    along_x = torch.zeros_like(geo[K.EDGE_UNIT])
     along_x[:, 0] = 1.0
     coefficient_mlps = [m for m in (head.edge_mlp, head.trip_mlp, head.iso_mlp) if m is not None]
     hooks = [m.register_forward_hook(lambda mod, args, out: out.abs()) for m in coefficient_mlps]
     try:
-        terms = head.atom_tensors(feats, Geometry(geo, unit=along_x))[:, 0] * head.scale.abs()
+        terms = head.atom_tensors(feats, {**geo, K.EDGE_UNIT: along_x})[:, 0] * head.scale.abs()
     finally:
         for h in hooks:
             h.remove()

@@ -23,6 +23,7 @@ __all__ = [
     "isotropic_tensors",
     "parse_symmetry",
     "symmetrize",
+    "project_permutations",
     "rotate",
     "random_rotation",
     "VOIGT_ORDERS",
@@ -153,7 +154,12 @@ def symmetrize(t: Tensor, formula: str | None, rank: int) -> Tensor:
     The projection averages over the permutation group, so it is exact, idempotent and commutes
     with rotations.
     """
-    group = parse_symmetry(formula, rank)
+    return project_permutations(t, parse_symmetry(formula, rank), rank)
+
+
+def project_permutations(t: Tensor, group, rank: int) -> Tensor:
+    """Average of ``t`` (..., 3^rank as ``rank`` axes) over the index permutations ``group``
+    (a group from :func:`parse_symmetry`, parsed once by the caller)."""
     if len(group) == 1:
         return t
     lead = t.dim() - rank

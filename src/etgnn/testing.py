@@ -286,8 +286,8 @@ def sample_head_outputs(model, atoms: Atoms, target: str, n_samples: int | None 
     n_samples = n_samples or 3**head.rank + 20
     batch = collate([model.graph(atoms)], dtype=model.dtype)
     batch = {k: v.to(model.device) for k, v in batch.items()}
-    dist, geo = model.geometry(batch)
-    feats = model.backbone(batch[K.NUMBERS], batch[K.EDGE_INDEX], dist, geo["unit"], geo["ta"], geo["tb"])
+    geo = model.geometry(batch)
+    feats = model.backbone(geo)
     saved = [p.detach().clone() for p in head.parameters()]
     gen = torch.Generator().manual_seed(seed)
     rows, reference = [], 0.0

@@ -98,8 +98,10 @@ def test_sum_rule_penalty():
 
 
 def test_total_loss_normalises_and_weights():
-    targets = {"a": types.SimpleNamespace(loss="euclidean", weight=2.0),
-               "b": types.SimpleNamespace(loss="mse", weight=0.5)}
+    from etgnn.config import TargetConfig
+
+    targets = {"a": TargetConfig(key="a", level="atom", rank=1, loss="euclidean", weight=2.0),
+               "b": TargetConfig(key="b", level="structure", rank=2, loss="mse", weight=0.5)}
     out = {"a": randn(4, 3, seed=7), "b": randn(2, 3, 3, seed=8)}
     lab = {"a": randn(4, 3, seed=9), "b": randn(2, 3, 3, seed=10)}
     one = {"a": torch.tensor(1.0), "b": torch.tensor(1.0)}

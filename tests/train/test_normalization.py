@@ -46,8 +46,8 @@ def test_per_atom_shift_is_the_element_mean_of_the_isotropic_part():
     z = np.concatenate([g["_numbers"] for g in ds.graphs])
     for el in (1, 8):
         expected = np.trace(y[z == el], axis1=1, axis2=2).mean() / 3
-        assert model.heads["bec"].element_shift[el, 0].item() == pytest.approx(expected, rel=1e-10)
-    resid = y - model.heads["bec"].element_shift[z, 0].numpy()[:, None, None] * np.eye(3)
+        assert model.heads["bec"].normalizer.element_shift[el, 0].item() == pytest.approx(expected, rel=1e-10)
+    resid = y - model.heads["bec"].normalizer.element_shift[z, 0].numpy()[:, None, None] * np.eye(3)
     assert model.heads["bec"].scale.item() == pytest.approx(np.sqrt(np.mean(resid**2)), rel=1e-10)
 
 
@@ -56,10 +56,10 @@ def test_intensive_shift_is_global_and_extensive_shift_is_additive():
     model = _model()
     fit_normalization(model, ds)
     eps_iso = np.mean([np.trace(lab["eps"]) / 3 for lab in ds.labels])
-    shift_eps = model.heads["eps"].element_shift[:, 0]
+    shift_eps = model.heads["eps"].normalizer.element_shift[:, 0]
     assert shift_eps[1].item() == pytest.approx(eps_iso) and shift_eps[8].item() == pytest.approx(eps_iso)
     # extensive: 2 H + 1 O shifts add up to the mean isotropic part of alpha (one composition only)
-    shift_a = model.heads["alpha"].element_shift[:, 0]
+    shift_a = model.heads["alpha"].normalizer.element_shift[:, 0]
     alpha_iso = np.mean([np.trace(lab["alpha"]) / 3 for lab in ds.labels])
     assert (2 * shift_a[1] + shift_a[8]).item() == pytest.approx(alpha_iso, rel=1e-4)
 
@@ -73,13 +73,13 @@ def test_untrained_prediction_equals_fitted_shift_when_raw_output_is_zero():
             head.scale.zero_()  # switches off the learned part: only the shift remains
     pred = model.predict_graphs(ds.graphs[:1])[0]
     z = ds.graphs[0]["_numbers"]
-    shift = model.heads["bec"].element_shift[:, 0].numpy()
+    shift = model.heads["bec"].normalizer.element_shift[:, 0].numpy()
     np.testing.assert_allclose(pred["bec"], shift[z][:, None, None] * np.eye(3), atol=1e-12)
     n_atoms = sum(len(g["_numbers"]) for g in ds.graphs)
     n_edges = sum(g["_edge_index"].shape[1] for g in ds.graphs)
     n_trip = sum(g["_triplet_a"].shape[0] for g in ds.graphs)
-    assert model.heads["bec"].edge_norm.item() == pytest.approx(n_atoms / n_edges)
-    assert model.heads["bec"].triplet_norm.item() == pytest.approx(n_atoms / n_trip)
+    assert 1.0 / model.backbone.counts.edges_per_atom.item() == pytest.approx(n_atoms / n_edges)
+    assert 1.0 / model.backbone.counts.triplets_per_atom.item() == pytest.approx(n_atoms / n_trip)
 
 
 def test_prediction_on_an_element_absent_from_training_warns():

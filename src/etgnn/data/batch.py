@@ -20,8 +20,10 @@ def collate(
 ) -> dict[str, torch.Tensor]:
     """Concatenate graphs from :func:`etgnn.data.graph.build_graph` into one batch.
 
-    Node and edge arrays are concatenated; edge indices are offset by the atoms before them and
-    triplet indices by the edges before them.  ``_batch``, ``_edge_graph`` and ``_n_atoms`` are added.
+    The field registry (:mod:`etgnn.data.keys`) drives it: every field of origin ``"graph"`` is
+    concatenated along the axis of its level (stacked for structure fields), and fields that index
+    atoms or edges (``index_of``) are offset by the atoms / edges of the structures before them.
+    ``_batch``, ``_edge_graph`` and ``_n_atoms`` are added.
 
     Args:
         graphs: per-structure graph dicts.
@@ -35,32 +37,28 @@ def collate(
     """
     n_atoms = np.array([len(g[K.NUMBERS]) for g in graphs], dtype=np.int64)
     n_edges = np.array([g[K.EDGE_INDEX].shape[1] for g in graphs], dtype=np.int64)
-    atom_off = np.concatenate([[0], np.cumsum(n_atoms)[:-1]])
-    edge_off = np.concatenate([[0], np.cumsum(n_edges)[:-1]])
-
-    def cat(key, offsets=None, axis=0):
-        parts = [g[key] if offsets is None else g[key] + o for g, o in zip(graphs, offsets if offsets is not None else [None] * len(graphs))]
-        return np.concatenate(parts, axis=axis)
-
-    batch = {
-        K.POSITIONS: torch.as_tensor(cat(K.POSITIONS), dtype=dtype),
-        K.NUMBERS: torch.as_tensor(cat(K.NUMBERS)),
-        K.CELL: torch.as_tensor(np.stack([g[K.CELL] for g in graphs]), dtype=dtype),
-        K.PBC: torch.as_tensor(np.stack([g[K.PBC] for g in graphs])),
-        K.N_ATOMS: torch.as_tensor(n_atoms),
-        K.BATCH: torch.as_tensor(np.repeat(np.arange(len(graphs)), n_atoms)),
-        K.EDGE_INDEX: torch.as_tensor(cat(K.EDGE_INDEX, atom_off, axis=1)),
-        K.EDGE_SHIFT: torch.as_tensor(cat(K.EDGE_SHIFT), dtype=dtype),
-        K.EDGE_GRAPH: torch.as_tensor(np.repeat(np.arange(len(graphs)), n_edges)),
-        K.TRIPLET_A: torch.as_tensor(cat(K.TRIPLET_A, edge_off)),
-        K.TRIPLET_B: torch.as_tensor(cat(K.TRIPLET_B, edge_off)),
-    }
+    offsets = {"atom": np.concatenate([[0], np.cumsum(n_atoms)[:-1]]),
+               "edge": np.concatenate([[0], np.cumsum(n_edges)[:-1]])}
+    batch = {spec.name: _batch_field(spec, graphs, offsets, dtype) for spec in K.fields(origin="graph")}
+    batch[K.N_ATOMS] = torch.as_tensor(n_atoms)
+    batch[K.BATCH] = torch.as_tensor(np.repeat(np.arange(len(graphs)), n_atoms))
+    batch[K.EDGE_GRAPH] = torch.as_tensor(np.repeat(np.arange(len(graphs)), n_edges))
     if labels is not None:
         for name, level in (label_levels or {}).items():
             arrays = [lab[name] for lab in labels]
             stacked = np.concatenate(arrays) if level == "atom" else np.stack(arrays)
             batch[name] = torch.as_tensor(stacked, dtype=dtype)
     return batch
+
+
+def _batch_field(spec: K.FieldSpec, graphs, offsets: dict, dtype: torch.dtype) -> torch.Tensor:
+    """One registered graph field of every structure, batched as its :class:`FieldSpec` says:
+    stacked (structure level) or concatenated along its level axis, indices offset."""
+    parts = [g[spec.name] for g in graphs]
+    if spec.index_of is not None:
+        parts = [p + o for p, o in zip(parts, offsets[spec.index_of])]
+    value = np.stack(parts) if spec.level == "structure" else np.concatenate(parts, axis=spec.axis)
+    return torch.as_tensor(value, dtype=dtype) if spec.dtype == "float" else torch.as_tensor(value)
 
 
 def to_device(batch: Mapping[str, torch.Tensor], device) -> dict[str, torch.Tensor]:

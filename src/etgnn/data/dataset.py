@@ -92,11 +92,9 @@ class GraphDataset(Dataset):
 
 def label_specs(config: Config) -> dict:
     """``{target: LabelSpec}`` describing what each target reads from the data."""
-    from .labels import LabelSpec
+    from ..targets import build_targets
 
-    return {name: LabelSpec(key=t.key, level=t.level, rank=t.rank, voigt_order=t.voigt_order,
-                            transpose=t.transpose)
-            for name, t in config.targets.items()}
+    return {name: t.label_spec for name, t in build_targets(config).items()}
 
 
 def graph_settings(config: Config) -> dict:
@@ -173,14 +171,16 @@ def load_structures_dataset(path, config: Config, *, progress: bool = True, form
     if not path.exists():
         raise DataError(f"data file {path} does not exist")
     fmt = format or config.data.format
-    specs = label_specs(config)
+    from ..targets import build_targets
+
+    targets = build_targets(config)
     settings = graph_settings(config)
     cache_path = None
     cache_dir = resolve_cache_dir(config.data.cache_dir)
     if cache_dir is not None:
         key = hashlib.sha256(json.dumps({
             "content": _content_digest(path), "format": fmt, "settings": settings,
-            "labels": {n: repr(s) for n, s in specs.items()}, "cache_format": CACHE_FORMAT,
+            "labels": {n: repr(t.label_spec) for n, t in targets.items()}, "cache_format": CACHE_FORMAT,
             "max_structures": config.data.max_structures,
             **({"structure_path": _content_digest(Path(structure_path))} if structure_path else {}),
         }, sort_keys=True).encode()).hexdigest()[:24]
@@ -193,7 +193,7 @@ def load_structures_dataset(path, config: Config, *, progress: bool = True, form
         structures = structures[: config.data.max_structures]
     if not structures:
         raise DataError(f"{path} contains no structures")
-    labels = _extract_labels(structures, specs, str(path))
+    labels = _extract_labels(structures, targets, str(path))
     graphs = _build_graphs(structures, settings, str(path), config.data.num_workers, progress)
     ids = [str(a.info.get("id", f"{path.name}:{i}")) for i, a in enumerate(structures)]
     rows = list(zip(graphs, labels, ids))
@@ -204,30 +204,30 @@ def load_structures_dataset(path, config: Config, *, progress: bool = True, form
     return _finish(rows, config, path)
 
 
-def _extract_labels(structures, specs, source: str) -> list[dict[str, np.ndarray]]:
-    """Labels of every structure; a structure may lack some targets (stored as NaN), not all.
+def _extract_labels(structures, targets, source: str) -> list[dict[str, np.ndarray]]:
+    """Labels of every structure (:meth:`etgnn.targets.Target.read`); a structure may lack some
+    targets (stored as NaN), not all.
 
     Raises:
         DataError: a structure with no label for any target, or a target that no structure has
             (the first structure's message names the field and the closest available one).
     """
-    from .labels import MissingLabel, extract_label, labelled_rows
+    from .labels import MissingLabel, labelled_rows
 
-    labels, missing = [], {name: None for name in specs}
+    labels, missing = [], {name: None for name in targets}
     for i, atoms in enumerate(structures):
         row = {}
-        for name, spec in specs.items():
+        for name, target in targets.items():
             try:
-                row[name] = extract_label(atoms, spec, source=source, index=i)
+                row[name] = target.read(atoms, source=source, index=i)
             except MissingLabel as exc:
                 missing[name] = missing[name] or exc
-                shape = ((len(atoms),) if spec.level == "atom" else ()) + (3,) * spec.rank
-                row[name] = np.full(shape, np.nan)
-        if not any(labelled_rows(row[n], specs[n].level).any() for n in specs):
-            raise DataError(f"{source} structure {i}: no label for any target ({', '.join(repr(s.key) for s in specs.values())})")
+                row[name] = np.full(target.shape(len(atoms)), np.nan)
+        if not any(labelled_rows(row[n], t.level).any() for n, t in targets.items()):
+            raise DataError(f"{source} structure {i}: no label for any target ({', '.join(repr(t.key) for t in targets.values())})")
         labels.append(row)
-    for name, spec in specs.items():
-        if missing[name] is not None and not any(labelled_rows(lab[name], spec.level).any() for lab in labels):
+    for name, target in targets.items():
+        if missing[name] is not None and not any(labelled_rows(lab[name], target.level).any() for lab in labels):
             raise missing[name]
     return labels
 
@@ -276,7 +276,9 @@ def _build_graphs(structures, settings, source, workers, progress):
 def obeys_sum_rule(target) -> bool:
     """A per-atom rank-2 target declared to sum to zero over each structure (``sum_rule`` or a
     ``sum_rule_weight``): Born charges, atomic polar tensors.  Only those are checked; an NMR
-    shielding or a per-atom polarizability obeys no such rule."""
+    shielding or a per-atom polarizability obeys no such rule (a :class:`etgnn.targets.Target`
+    or its ``TargetConfig``)."""
+    target = getattr(target, "config", target)
     return target.level == "atom" and target.rank == 2 and (target.sum_rule or target.sum_rule_weight > 0)
 
 
@@ -391,7 +393,8 @@ def make_loader(dataset: GraphDataset, config: Config, *, shuffle: bool, seed: i
 
 
 def fit_normalization(model, train: GraphDataset) -> dict:
-    """Fit the heads' normalisation on the training part; see :mod:`etgnn.train.normalization`."""
+    """Load the training part's statistics into ``model`` (:mod:`etgnn.train.normalization`;
+    training itself builds its model with them, :func:`etgnn.data.statistics.compute_statistics`)."""
     from ..train.normalization import fit_normalization as _fit
 
     return _fit(model, train)

@@ -18,19 +18,21 @@ import torch
 import torch.utils.checkpoint
 from torch import Tensor, nn
 
+from ..data import keys as K
 from .basis import legendre, make_activation, make_cutoff, make_radial_basis
+from .normalize import MAX_Z, NeighbourCounts
 from .scatter import scatter_sum
 
 __all__ = ["Backbone", "BackboneOutput", "MAX_Z"]
 
-#: Largest atomic number with an embedding row.
-MAX_Z = 118
 
 
 class BackboneOutput(dict):
     """Features produced by :class:`Backbone`.
 
-    Keys: ``atom`` (n_atoms, hidden), ``edge`` (n_edges, hidden), ``triplet`` (n_triplets, triplet_channels).
+    Keys: ``atom`` (n_atoms, hidden), ``edge`` (n_edges, hidden), ``triplet`` (n_triplets,
+    triplet_channels), and the training data's ``edges_per_atom`` and ``triplets_per_atom`` (scalar
+    tensors, :class:`etgnn.nn.normalize.NeighbourCounts`) that the heads divide their sums by.
     """
 
 
@@ -170,6 +172,7 @@ class Backbone(nn.Module):
                  radial_basis: str = "bessel", smooth_triplets: bool = True, checkpoint_blocks: bool = False):
         super().__init__()
         self.checkpoint_blocks = bool(checkpoint_blocks)
+        self.counts = NeighbourCounts()
         self.cutoff, self.triplet_cutoff = float(cutoff), float(triplet_cutoff)
         self.smooth_triplets = bool(smooth_triplets)
         self.num_spherical = num_spherical
@@ -190,28 +193,27 @@ class Backbone(nn.Module):
         )
         self.outputs = nn.ModuleList(_Output(hidden_channels, num_radial, act) for _ in range(num_blocks + 1))
 
-    def forward(self, numbers: Tensor, edge_index: Tensor, dist: Tensor, unit: Tensor,
-                ta: Tensor, tb: Tensor) -> BackboneOutput:
+    def forward(self, batch: dict[str, Tensor]) -> BackboneOutput:
         """Invariant features.
 
         Args:
-            numbers: (n_atoms,) atomic numbers.
-            edge_index: (2, n_edges) [centre, neighbour].
-            dist: (n_edges,) edge lengths, Angstrom.
-            unit: (n_edges, 3) unit edge vectors.
-            ta, tb: (n_triplets,) edge indices of each triplet.
+            batch: a batch with the geometry fields of :func:`etgnn.nn.geometry.edge_geometry`;
+                reads numbers, edge index, triplet indices, edge lengths, unit vectors and both
+                cutoff values (:mod:`etgnn.data.keys`).
 
         Returns:
             :class:`BackboneOutput`.
         """
-        i, j = edge_index
+        numbers, dist, unit = batch[K.NUMBERS], batch[K.EDGE_LENGTH], batch[K.EDGE_UNIT]
+        ta, tb = batch[K.TRIPLET_A], batch[K.TRIPLET_B]
+        i, j = batch[K.EDGE_INDEX]
         n_atoms = numbers.shape[0]
-        rbf = self.rbf(dist)
+        g = batch[K.EDGE_TRIPLET_CUTOFF]
+        rbf = self.rbf(dist, batch[K.EDGE_CUTOFF])
         cos = (unit.index_select(0, ta) * unit.index_select(0, tb)).sum(-1).clamp(-1.0, 1.0)
         # angular basis: Legendre(angle at the centre) x radial basis of the partner edge
-        rbf_b = self.trip_rbf(dist).index_select(0, tb)
+        rbf_b = self.trip_rbf(dist, g).index_select(0, tb)
         if self.smooth_triplets:
-            g = self.triplet_cutoff_fn(dist)
             gab = g.index_select(0, ta) * g.index_select(0, tb)
         else:
             gab = dist.new_ones(ta.shape[0])
@@ -223,7 +225,8 @@ class Backbone(nn.Module):
         for block, out in zip(self.blocks, self.outputs[1:]):
             m, t = self._run_block(block, m, t, rbf_sel, sbf, ta_sel, tb_sel, gab, sel)
             h = h + out(m, rbf, i, n_atoms)
-        return BackboneOutput(atom=h, edge=m, triplet=t)
+        return BackboneOutput(atom=h, edge=m, triplet=t, edges_per_atom=self.counts.edges_per_atom.to(h.dtype),
+                              triplets_per_atom=self.counts.triplets_per_atom.to(h.dtype))
 
     def _run_block(self, block: nn.Module, *args):
         """``block(*args)``, checkpointed when asked for and gradients are being recorded."""

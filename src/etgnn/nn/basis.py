@@ -83,11 +83,13 @@ class BesselBasis(nn.Module):
         self.freq = nn.Parameter(torch.arange(1, num + 1, dtype=torch.float32) * math.pi)
         self.cutoff_fn = cutoff_fn
 
-    def forward(self, r: Tensor) -> Tensor:
-        """r: (n,) Angstrom, all > 0 -> (n, num)."""
+    def forward(self, r: Tensor, fcut: Tensor | None = None) -> Tensor:
+        """r: (n,) Angstrom, all > 0 -> (n, num); ``fcut``: the cutoff function at ``r`` when
+        already computed (:func:`etgnn.nn.geometry.edge_geometry`), else evaluated here."""
         x = (r / self.cutoff).unsqueeze(-1)
         pref = math.sqrt(2.0 / self.cutoff)
-        return pref * torch.sin(self.freq.to(r.dtype) * x) / r.unsqueeze(-1) * self.cutoff_fn(r).unsqueeze(-1)
+        fcut = self.cutoff_fn(r) if fcut is None else fcut
+        return pref * torch.sin(self.freq.to(r.dtype) * x) / r.unsqueeze(-1) * fcut.unsqueeze(-1)
 
 
 class GaussianBasis(nn.Module):
@@ -99,10 +101,11 @@ class GaussianBasis(nn.Module):
         self.width = float(cutoff) / max(num - 1, 1)
         self.cutoff_fn = cutoff_fn
 
-    def forward(self, r: Tensor) -> Tensor:
-        """r: (n,) Angstrom -> (n, num)."""
+    def forward(self, r: Tensor, fcut: Tensor | None = None) -> Tensor:
+        """r: (n,) Angstrom -> (n, num); ``fcut`` as for :class:`BesselBasis`."""
         d = r.unsqueeze(-1) - self.centers.to(r.dtype)
-        return torch.exp(-0.5 * (d / self.width) ** 2) * self.cutoff_fn(r).unsqueeze(-1)
+        fcut = self.cutoff_fn(r) if fcut is None else fcut
+        return torch.exp(-0.5 * (d / self.width) ** 2) * fcut.unsqueeze(-1)
 
 
 def legendre(x: Tensor, num: int) -> Tensor:

@@ -24,14 +24,13 @@ import torch
 import torch.utils.checkpoint
 from torch import Tensor
 
-__all__ = ["chunk_bounds", "sort_by_centre", "slice_geometry", "chunked_atom_tensors", "EDGE_KEYS",
-           "TRIPLET_KEYS", "ATOM_KEYS"]
+from ..data import keys as K
 
-#: Geometry keys (see :class:`etgnn.nn.heads.Geometry`) by what their first axis runs over.
-EDGE_KEYS = ("unit", "centre", "fcut", "fcut_trip")
-TRIPLET_KEYS = ("ta", "tb")
-ATOM_KEYS = ("numbers", "batch")
-_OTHER_KEYS = ("n_graphs",)
+__all__ = ["chunk_bounds", "sort_by_centre", "slice_batch", "chunked_atom_tensors"]
+
+
+def _fields(batch, level: str) -> list[K.FieldSpec]:
+    return [f for f in K.fields(level=level) if f.name in batch]
 
 
 def chunk_bounds(centre: Tensor, ta: Tensor, n_atoms: int, chunk_triplets: int) -> list[tuple[int, ...]]:
@@ -61,81 +60,74 @@ def chunk_bounds(centre: Tensor, ta: Tensor, n_atoms: int, chunk_triplets: int) 
     return [(a[k], a[k + 1], e[k], e[k + 1], t[k], t[k + 1]) for k in range(len(a) - 1)]
 
 
-def sort_by_centre(dist: Tensor, edge_index: Tensor, geo: dict) -> tuple[Tensor, Tensor, dict]:
+def sort_by_centre(batch: dict[str, Tensor]) -> dict[str, Tensor]:
     """Edges sorted by centre and triplets by first edge (stable), with triplet indices remapped.
 
+    Every registered edge field (:mod:`etgnn.data.keys`) is permuted with the edges, every
+    triplet field with the triplets; fields that index edges are renumbered.
+
     Args:
-        dist: (n_edges,) edge lengths.
-        edge_index: (2, n_edges) [centre, neighbour].
-        geo: geometry dict (keys :data:`EDGE_KEYS`, :data:`TRIPLET_KEYS`, ...).
+        batch: a batch with geometry fields.
 
     Returns:
-        ``(dist, edge_index, geo)`` permuted; unchanged objects when already sorted.
+        the batch permuted (a new dict), or ``batch`` itself when already sorted.
     """
-    centre, ta = edge_index[0], geo["ta"]
+    centre, ta = batch[K.EDGE_INDEX][0], batch[K.TRIPLET_A]
     sorted_edges = bool((centre[1:] >= centre[:-1]).all())
     sorted_trips = bool((ta[1:] >= ta[:-1]).all())
     if sorted_edges and sorted_trips:
-        return dist, edge_index, geo
-    geo = dict(geo)
+        return batch
+    batch = dict(batch)
     if not sorted_edges:
         perm = torch.sort(centre, stable=True).indices
         inverse = torch.empty_like(perm)
         inverse[perm] = torch.arange(perm.shape[0], device=perm.device)
-        dist, edge_index = dist.index_select(0, perm), edge_index.index_select(1, perm)
-        for key in EDGE_KEYS:
-            geo[key] = geo[key].index_select(0, perm)
-        for key in TRIPLET_KEYS:
-            geo[key] = inverse.index_select(0, geo[key])
-    perm_t = torch.sort(geo["ta"], stable=True).indices
-    for key in TRIPLET_KEYS:
-        geo[key] = geo[key].index_select(0, perm_t)
-    return dist, edge_index, geo
+        for f in _fields(batch, "edge"):
+            batch[f.name] = batch[f.name].index_select(f.axis, perm)
+        for f in _fields(batch, "triplet"):
+            if f.index_of == "edge":
+                batch[f.name] = inverse.index_select(0, batch[f.name])
+    perm_t = torch.sort(batch[K.TRIPLET_A], stable=True).indices
+    for f in _fields(batch, "triplet"):
+        batch[f.name] = batch[f.name].index_select(f.axis, perm_t)
+    return batch
 
 
-def slice_geometry(geo: dict, a0: int, a1: int, e0: int, e1: int, t0: int, t1: int) -> dict:
-    """The geometry of centre atoms ``a0:a1`` (edges ``e0:e1``, triplets ``t0:t1``), indices local.
+def slice_batch(batch: dict[str, Tensor], a0: int, a1: int, e0: int, e1: int, t0: int, t1: int) -> dict[str, Tensor]:
+    """The edge and triplet fields of centre atoms ``a0:a1`` (edges ``e0:e1``, triplets ``t0:t1``).
+
+    Triplet indices are made local to the chunk's edges; the edge index keeps global atom numbers
+    (:func:`chunked_atom_tensors` renumbers them).  Atom and structure fields are not included.
 
     Raises:
-        KeyError: for a geometry key this module does not know how to slice.
+        KeyError: for a batch key at edge or triplet level that the field registry does not know.
     """
     out = {}
-    for key, value in geo.items():
-        if key in EDGE_KEYS:
-            out[key] = value[e0:e1]
-        elif key in TRIPLET_KEYS:
-            out[key] = value[t0:t1] - e0
-        elif key in ATOM_KEYS:
-            out[key] = value[a0:a1]
-        elif key in _OTHER_KEYS:
-            out[key] = value
-        else:
-            raise KeyError(f"etgnn.nn.chunking: geometry key {key!r} has no slicing rule; add it to "
-                           "EDGE_KEYS, TRIPLET_KEYS, ATOM_KEYS or _OTHER_KEYS")
-    out["centre"] = out["centre"] - a0
+    for f in _fields(batch, "edge") + _fields(batch, "triplet"):
+        lo, hi = (e0, e1) if f.level == "edge" else (t0, t1)
+        value = batch[f.name].narrow(f.axis, lo, hi - lo)
+        out[f.name] = value - e0 if f.index_of == "edge" else value
     return out
 
 
-def _chunk_forward(backbone, heads, keys, numbers, edge_index, pick, dist, anchor, *values):
+def _chunk_forward(backbone, heads, keys, numbers, edge_index, centre, pick, anchor, *values):
     """Raw per-atom tensors of one chunk, a tuple in the order of ``heads``."""
     sub = dict(zip(keys, values))
-    feats = backbone(numbers, edge_index, dist, sub["unit"], sub["ta"], sub["tb"])
+    feats = backbone({**sub, K.NUMBERS: numbers, K.EDGE_INDEX: edge_index})
     feats["atom"] = feats["atom"].index_select(0, pick)
-    out = tuple(head.atom_tensors(feats, sub) for head in heads.values())
+    head_view = {**sub, K.EDGE_INDEX: torch.stack([centre, edge_index[1]])}  # centres numbered 0..a1-a0
+    out = tuple(head.atom_tensors(feats, head_view) for head in heads.values())
     return out if anchor is None else tuple(o + 0.0 * anchor for o in out)
 
 
-def chunked_atom_tensors(backbone, heads, numbers: Tensor, edge_index: Tensor, dist: Tensor, geo: dict,
-                         chunk_triplets: int, checkpoint: bool = False) -> dict[str, Tensor]:
+def chunked_atom_tensors(backbone, heads, batch: dict[str, Tensor], chunk_triplets: int,
+                         checkpoint: bool = False) -> dict[str, Tensor]:
     """Raw per-atom tensors of every head (``TensorHead.atom_tensors``), computed chunk by chunk.
 
     Args:
         backbone: the :class:`etgnn.nn.backbone.Backbone`.
         heads: mapping name -> :class:`etgnn.nn.heads.TensorHead`.
-        numbers: (n_atoms,) atomic numbers.
-        edge_index: (2, n_edges) [centre, neighbour].
-        dist: (n_edges,) edge lengths, Angstrom.
-        geo: the full :class:`etgnn.nn.heads.Geometry`.
+        batch: the batch with its geometry fields (:func:`etgnn.nn.geometry.edge_geometry`).
         chunk_triplets: about this many triplets per chunk.
         checkpoint: recompute each chunk in backward instead of storing its activations
             (reentrant ``torch.utils.checkpoint``, which records nothing in forward): training
@@ -144,29 +136,30 @@ def chunked_atom_tensors(backbone, heads, numbers: Tensor, edge_index: Tensor, d
     Returns:
         ``{name: (n_atoms, 3**rank)}``, equal to the unchunked ``atom_tensors`` to round-off.
     """
-    dist, edge_index, geo = sort_by_centre(dist, edge_index, geo)
+    batch = sort_by_centre(batch)
+    numbers, edge_index = batch[K.NUMBERS], batch[K.EDGE_INDEX]
     n_atoms = numbers.shape[0]
     names = list(heads)
     parts: list[tuple[Tensor, ...]] = []
-    for a0, a1, e0, e1, t0, t1 in chunk_bounds(edge_index[0], geo["ta"], n_atoms, chunk_triplets):
-        sub = slice_geometry(geo, a0, a1, e0, e1, t0, t1)
+    for a0, a1, e0, e1, t0, t1 in chunk_bounds(edge_index[0], batch[K.TRIPLET_A], n_atoms, chunk_triplets):
+        sub = slice_batch(batch, a0, a1, e0, e1, t0, t1)
         # the chunk's atoms: its centres and their neighbours, numbered in sorted order
         i, j = edge_index[0, e0:e1], edge_index[1, e0:e1]
         centres = torch.arange(a0, a1, device=i.device, dtype=i.dtype)
         nodes = torch.cat([centres, j]).unique()
         local = torch.stack([torch.searchsorted(nodes, i), torch.searchsorted(nodes, j)])
         pick = torch.searchsorted(nodes, centres)
+        sub.pop(K.EDGE_INDEX)
         keys = list(sub)
+        args = (numbers.index_select(0, nodes), local, i - a0, pick)
         if checkpoint:
             # reentrant checkpointing runs the chunk without recording anything; the inputs are
             # explicit (gradients reach the positions through them) and ``anchor`` requires grad
             # so that the parameters get theirs even when no input does
-            anchor = torch.ones((), device=dist.device, requires_grad=True)
-            out = torch.utils.checkpoint.checkpoint(
-                _chunk_forward, backbone, heads, keys, numbers.index_select(0, nodes), local, pick,
-                dist[e0:e1], anchor, *sub.values(), use_reentrant=True)
+            anchor = torch.ones((), device=numbers.device, requires_grad=True)
+            out = torch.utils.checkpoint.checkpoint(_chunk_forward, backbone, heads, keys, *args, anchor,
+                                                    *sub.values(), use_reentrant=True)
         else:
-            out = _chunk_forward(backbone, heads, keys, numbers.index_select(0, nodes), local, pick,
-                                 dist[e0:e1], None, *sub.values())
+            out = _chunk_forward(backbone, heads, keys, *args, None, *sub.values())
         parts.append(out)
     return {name: torch.cat([p[k] for p in parts]) for k, name in enumerate(names)}

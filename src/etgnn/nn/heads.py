@@ -24,21 +24,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..data import keys as K
 from ..tensors import (delta_placements, index_patterns, isotropic_tensors, levi_civita, outer_power, outer_product,
-                       placement_matrix, symmetrize)
-from .backbone import MAX_Z, BackboneOutput
+                       parse_symmetry, placement_matrix, project_permutations)
+from .backbone import BackboneOutput
 from .basis import make_activation
+from .normalize import ScaleShift
 from .scatter import scatter_mean, scatter_sum
 
-__all__ = ["TensorHead", "Geometry"]
-
-
-class Geometry(dict):
-    """Per-batch geometric quantities shared by all heads.
-
-    Keys: ``unit`` (n_edges, 3), ``centre`` (n_edges,), ``fcut`` (n_edges,), ``fcut_trip`` (n_edges,),
-    ``ta``/``tb`` (n_triplets,), ``numbers`` (n_atoms,), ``batch`` (n_atoms,), ``n_graphs`` (int).
-    """
+__all__ = ["TensorHead"]
 
 
 def _mlp(n_in: int, n_out: int, activation: str) -> nn.Sequential:
@@ -64,8 +58,11 @@ class TensorHead(nn.Module):
             ``V_a = sum_c d_ac e_c`` (a sum over the triplets of edge ``a``), which tell the ordered
             triplet ``(a, b)`` from ``(b, a)`` when the two edges are symmetry-equivalent; without
             them sites on a rotation axis miss the antisymmetric part of rank-2 tensors.
-        symmetry: index-symmetry formula (e.g. ``"ij=ji"``) enforced exactly, or None.
+        symmetry: index-symmetry formula (e.g. ``"ij=ji"``) enforced exactly, or None (parsed
+            once, here, into its permutation group).
         sum_rule: per-atom tensors of each structure sum exactly to zero.
+        scale, shift: the normaliser's output scale and ``{Z: isotropic coefficients}`` shift
+            (:class:`etgnn.nn.normalize.ScaleShift`, from :func:`etgnn.data.statistics.compute_statistics`).
     """
 
     #: channels of the four-body vectors ``V_a`` (shared by the four-body scalars and the chiral term)
@@ -74,10 +71,12 @@ class TensorHead(nn.Module):
     def __init__(self, rank: int, level: str = "structure", reduce: str = "mean", hidden_channels: int = 128,
                  triplet_channels: int = 128, activation: str = "elu", isotropic: bool = True,
                  two_body: bool = True, three_body: bool = True, symmetry: str | None = None,
-                 sum_rule: bool = False, mixed: bool = True, chiral: bool = True, four_body: bool = True):
+                 sum_rule: bool = False, mixed: bool = True, chiral: bool = True, four_body: bool = True,
+                 scale: float = 1.0, shift: dict | None = None):
         super().__init__()
         self.rank, self.level, self.reduce = rank, level, reduce
         self.symmetry, self.sum_rule = symmetry, sum_rule
+        self.permutations = parse_symmetry(symmetry, rank)
         iso = isotropic_tensors(rank, dtype=torch.float32) if (isotropic or rank == 0) else torch.zeros(0, *(3,) * rank)
         self.register_buffer("iso_basis", iso.reshape(iso.shape[0], 3**rank))
         self.n_iso = iso.shape[0]
@@ -106,12 +105,12 @@ class TensorHead(nn.Module):
         n_in = triplet_channels + self.N_QUAD * self.four_body
         self.trip_mlp = nn.Sequential(nn.Linear(n_in, triplet_channels), make_activation(activation),
                                       nn.Linear(triplet_channels, n_trip)) if n_trip else None
-        # normalisation, set from training data (see etgnn.train): output scale, per-element
-        # isotropic shift, and 1 / (mean edges or triplets per atom) for the sums
-        self.register_buffer("scale", torch.tensor(1.0))
-        self.register_buffer("element_shift", torch.zeros(MAX_Z + 1, max(self.n_iso, 1)))
-        self.register_buffer("edge_norm", torch.tensor(1.0 / 32.0))
-        self.register_buffer("triplet_norm", torch.tensor(1.0 / 128.0))
+        self.normalizer = ScaleShift(rank, self.iso_basis, scale, shift)
+
+    @property
+    def scale(self) -> Tensor:
+        """The normaliser's output scale (a buffer: data units per model unit)."""
+        return self.normalizer.scale
 
     def _placed(self, k: int, coeff: Tensor, vectors: Tensor, centre: Tensor, n_atoms: int) -> Tensor:
         """Sum over edges/triplets of ``coeff`` (n, P) x ``vectors`` (n, 3**k) on the P placements
@@ -121,17 +120,22 @@ class TensorHead(nn.Module):
         place = getattr(self, f"place_{k}").to(coeff.dtype)
         return torch.einsum("apk,pkm->am", per_atom.reshape(n_atoms, p, -1), place)
 
-    def atom_tensors(self, feats: BackboneOutput, geo: Geometry) -> Tensor:
-        """Raw per-atom tensors (before scale, shift and constraints): (n_atoms, 3**rank)."""
-        numbers = geo["numbers"]
-        n_atoms = numbers.shape[0]
+    def atom_tensors(self, feats: BackboneOutput, batch: dict[str, Tensor]) -> Tensor:
+        """Raw per-atom tensors (before scale, shift and constraints): (n_atoms, 3**rank).
+
+        ``feats`` from the backbone (``n_atoms`` = rows of ``feats["atom"]``); ``batch`` gives the
+        geometry fields (unit vectors, both cutoffs), the edge index (centres) and the triplets.
+        """
+        n_atoms = feats["atom"].shape[0]
         dtype = feats["atom"].dtype
+        edge_norm = 1.0 / feats["edges_per_atom"]
+        triplet_norm = 1.0 / feats["triplets_per_atom"]
         out = feats["atom"].new_zeros(n_atoms, 3**self.rank)
         if self.iso_mlp is not None:
             out = out + self.iso_mlp(feats["atom"]) @ self.iso_basis.to(dtype)
-        unit, centre = geo["unit"], geo["centre"]
+        unit, centre = batch[K.EDGE_UNIT], batch[K.EDGE_INDEX][0]
         if self.edge_mlp is not None and unit.shape[0]:
-            c = self.edge_mlp(feats["edge"]) * (geo["fcut"] * self.edge_norm.to(dtype)).unsqueeze(-1)
+            c = self.edge_mlp(feats["edge"]) * (batch[K.EDGE_CUTOFF] * edge_norm).unsqueeze(-1)
             term = c[:, :1] * outer_power(unit, self.rank).reshape(unit.shape[0], -1)
             out = out + scatter_sum(term, centre, n_atoms)
             col = 1
@@ -139,17 +143,17 @@ class TensorHead(nn.Module):
                 out = out + self._placed(k, c[:, col : col + n], outer_power(unit, k).reshape(unit.shape[0], -1),
                                          centre, n_atoms)
                 col += n
-        ta, tb = geo["ta"], geo["tb"]
+        ta, tb = batch[K.TRIPLET_A], batch[K.TRIPLET_B]
         if self.trip_mlp is not None and ta.shape[0]:
-            g = geo["fcut_trip"]
+            g = batch[K.EDGE_TRIPLET_CUTOFF]
             gab = g.index_select(0, ta) * g.index_select(0, tb)
             ea, eb = unit.index_select(0, ta), unit.index_select(0, tb)
             t = feats["triplet"]
             if self.lin_quad is not None:
-                quad = self._quad_vectors(t, gab, eb, ta, unit.shape[0], self.edge_norm.to(dtype) / self.triplet_norm.to(dtype))
+                quad = self._quad_vectors(t, gab, eb, ta, unit.shape[0], edge_norm / triplet_norm)
                 if self.four_body:
                     t = torch.cat([t, (quad * eb.unsqueeze(1)).sum(-1)], dim=-1)
-            c = self.trip_mlp(t) * (gab * self.triplet_norm.to(dtype)).unsqueeze(-1)
+            c = self.trip_mlp(t) * (gab * triplet_norm).unsqueeze(-1)
             tcentre = centre.index_select(0, ta)
             n_t = ta.shape[0]
             if self.patterns:
@@ -180,21 +184,19 @@ class TensorHead(nn.Module):
         v = scatter_sum(d.reshape(d.shape[0], -1), ta, n_edges) / triplets_per_edge
         return v.index_select(0, ta).reshape(-1, self.N_QUAD, 3)
 
-    def forward(self, feats: BackboneOutput | None, geo: Geometry, raw: Tensor | None = None) -> Tensor:
+    def forward(self, feats: BackboneOutput | None, batch: dict[str, Tensor], raw: Tensor | None = None) -> Tensor:
         """Target tensors: (n_atoms, 3, ...) for per-atom targets, (n_graphs, 3, ...) for structures.
 
         ``raw``: :meth:`atom_tensors` computed elsewhere (e.g. chunk by chunk), then ``feats`` is unused.
         """
-        raw = self.atom_tensors(feats, geo) if raw is None else raw
-        dtype = raw.dtype
-        out = self.scale.to(dtype) * raw
-        if self.n_iso:
-            out = out + self.element_shift.to(dtype)[geo["numbers"], : self.n_iso] @ self.iso_basis.to(dtype)
+        raw = self.atom_tensors(feats, batch) if raw is None else raw
+        out = self.normalizer(raw, batch[K.NUMBERS])
+        owner, n_graphs = batch[K.BATCH], batch[K.N_ATOMS].shape[0]
         if self.level == "atom":
             if self.sum_rule:
-                out = out - scatter_mean(out, geo["batch"], geo["n_graphs"])[geo["batch"]]
+                out = out - scatter_mean(out, owner, n_graphs)[owner]
         else:
             pool = scatter_mean if self.reduce == "mean" else scatter_sum
-            out = pool(out, geo["batch"], geo["n_graphs"])
+            out = pool(out, owner, n_graphs)
         out = out.reshape(out.shape[0], *(3,) * self.rank)
-        return symmetrize(out, self.symmetry, self.rank)
+        return project_permutations(out, self.permutations, self.rank)

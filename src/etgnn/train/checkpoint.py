@@ -7,7 +7,8 @@ rename, so a run killed while writing leaves the previous file intact)::
     etgnn_version, torch_version   package versions
     config                         resolved config as a plain dict
     state_dict                     evaluation weights (the EMA weights when training.ema_decay
-                                   is set); what :func:`etgnn.load_model` reads
+                                   is set) and the training statistics (normalisers, neighbour
+                                   counts, elements: kept here only); what :func:`etgnn.load_model` reads
     train_state_dict               raw (non-EMA) weights, only with EMA, used to resume
     optimizer, scheduler, ema      their state dicts (ema None without EMA)
     epoch                          last completed epoch (0-based); -1 before the first
@@ -16,7 +17,6 @@ rename, so a run killed while writing leaves the previous file intact)::
     elapsed                        training wall-clock seconds over all sessions of the run
     rng                            torch / numpy / python / cuda generator states and the
                                    loader's (seed, epoch) (shuffling depends on these only)
-    normalization                  the statistics fitted on the training part
     baselines                      training means, the metrics' baselines (etgnn.train.metrics.
                                    training_baselines; absent in older files, optional to read)
 """

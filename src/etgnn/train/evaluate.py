@@ -46,14 +46,13 @@ def evaluate_loader(model, loader, *, ctx: DistContext | None = None, collect: b
         ``{target: (n, 3, ..., 3) float64 array}`` (``None`` unless ``collect``).
     """
     ctx = ctx or DistContext(device=model.device)
-    targets = model.config.targets
+    targets = model.targets
     names = list(targets)
     was_training = model.training
     model.eval()
     acc = MetricAccumulator(names, device=ctx.device)
     # per target: loss sum, labelled rows, sum-rule penalty sum, structures
     sums = torch.zeros(4, len(names), dtype=torch.float64, device=ctx.device)
-    scales = {name: model.heads[name].scale for name in names}
     preds: dict[str, list] = {n: [] for n in names}
     refs: dict[str, list] = {n: [] for n in names}
     try:
@@ -61,7 +60,7 @@ def evaluate_loader(model, loader, *, ctx: DistContext | None = None, collect: b
             batch = to_device(batch, ctx.device)
             out = model(batch)
             # the training loss itself (every penalty included), summed, then averaged per target
-            _, parts = total_loss(out, batch, targets, scales, reduction="sum")
+            _, parts = total_loss(out, batch, targets, reduction="sum")
             for k, (name, t) in enumerate(targets.items()):
                 sums[0, k] += parts[name].double()
                 sums[1, k] += labelled_mask(batch[name]).sum()
@@ -76,8 +75,8 @@ def evaluate_loader(model, loader, *, ctx: DistContext | None = None, collect: b
         model.train(was_training)
     all_reduce_sum(sums, ctx)
     all_reduce_sum(acc.state, ctx)
-    weights = torch.tensor([t.weight for t in targets.values()], dtype=torch.float64, device=ctx.device)
-    penalty = torch.tensor([getattr(t, "sum_rule_weight", 0.0) for t in targets.values()], dtype=torch.float64,
+    weights = torch.tensor([t.config.weight for t in targets.values()], dtype=torch.float64, device=ctx.device)
+    penalty = torch.tensor([t.config.sum_rule_weight for t in targets.values()], dtype=torch.float64,
                            device=ctx.device)
     loss = float((weights * sums[0] / sums[1].clamp(min=1) + penalty * sums[2] / sums[3].clamp(min=1)).sum())
     if not collect:
@@ -108,7 +107,7 @@ def evaluate(model, dataset, *, batch_size: int | None = None):
 
     loader = make_loader(dataset, model.config, shuffle=False, batch_size=batch_size)
     _, _, preds, refs = evaluate_loader(model, loader, collect=True)
-    metrics = full_metrics(preds, refs, model.config.targets, numbers=atomic_numbers(dataset),
+    metrics = full_metrics(preds, refs, model.targets, numbers=atomic_numbers(dataset),
                            baselines=getattr(model, "baselines", None))
     return metrics, preds, refs
 

@@ -35,7 +35,7 @@ from ..data.labels import labelled
 from .losses import labelled_mask
 
 __all__ = ["METRIC_NAMES", "PARTS", "MetricAccumulator", "atomic_numbers", "compute_metrics", "format_table", "full_metrics",
-           "tensor_parts", "training_baselines"]
+           "target_metrics", "tensor_parts", "training_baselines"]
 
 #: Metric names, in table order.
 METRIC_NAMES = ("mae", "rmse", "euclidean", "r2")
@@ -234,40 +234,52 @@ def full_metrics(predictions: Mapping[str, np.ndarray], references: Mapping[str,
         "baseline_r2", "baseline", "baseline_source", "unseen_element_rows"[, "parts": {part:
         {"mae", "rmse", "r2", "baseline_mae", "baseline_rmse", "baseline_r2"}}]}}``.
     """
-    out = {}
-    for name, p in predictions.items():
-        t = targets[name]
-        size = 3**t.rank
-        p = np.asarray(p, dtype=float).reshape(-1, size)
-        y = np.asarray(references[name], dtype=float).reshape(-1, size)
-        z = None
-        if t.level == "atom":
-            if numbers is None or len(numbers) != len(y):
-                raise ValueError(f"per-atom target {name!r} needs the atomic numbers of its {len(y)} rows")
-            z = np.asarray(numbers)
-        keep = labelled(y)  # unlabelled rows (NaN) are not scored
-        p, y = p[keep], y[keep]
-        z = z[keep] if z is not None else None
-        entry = (baselines or {}).get(name)
-        source = TRAINING if entry is not None else EVALUATION
-        if entry is None:
-            entry = _mean_baseline(y, z)
-        b, unseen = _baseline_prediction(entry, len(y), z)
-        m = dict(_pooled(p, y))
-        bm = _pooled(b, y)
-        m.update(baseline_mae=bm["mae"], baseline_rmse=bm["rmse"], baseline_r2=bm["r2"],
-                 baseline="per-element mean tensor" if z is not None else "mean tensor",
-                 baseline_source=source, unseen_element_rows=unseen)
-        if t.rank == 2:
-            ref_rms = float(np.sqrt(np.square(y).mean())) if y.size else 0.0
-            pp, yp, bp = (tensor_parts(a.reshape(-1, 3, 3)) for a in (p, y, b))
-            m["parts"] = {}
-            for part in PARTS:
-                pm = _part_metrics(pp[part], yp[part], ref_rms)
-                bpm = _part_metrics(bp[part], yp[part], ref_rms)
-                m["parts"][part] = pm | {f"baseline_{k}": v for k, v in bpm.items()}
-        out[name] = m
-    return out
+    return {name: target_metrics(p, references[name], targets[name].level, targets[name].rank, numbers=numbers,
+                                 baseline=(baselines or {}).get(name), name=name)
+            for name, p in predictions.items()}
+
+
+def target_metrics(pred: np.ndarray, ref: np.ndarray, level: str, rank: int, *, numbers: np.ndarray | None = None,
+                   baseline: Mapping | None = None, name: str = "target") -> dict:
+    """Pooled metrics, baseline and (rank 2) per-part metrics of one target (see :func:`full_metrics`).
+
+    Args:
+        pred, ref: (n, 3, ..., 3) arrays in data units; rows NaN in every reference component
+            are unlabelled and not scored.
+        level, rank: the target's.
+        numbers: (n,) atomic numbers of the rows (per-atom targets).
+        baseline: this target's entry of :func:`training_baselines`, or None (the references'
+            own means, reported as ``baseline_source``).
+        name: the target's name, for messages.
+    """
+    size = 3**rank
+    p = np.asarray(pred, dtype=float).reshape(-1, size)
+    y = np.asarray(ref, dtype=float).reshape(-1, size)
+    z = None
+    if level == "atom":
+        if numbers is None or len(numbers) != len(y):
+            raise ValueError(f"per-atom target {name!r} needs the atomic numbers of its {len(y)} rows")
+        z = np.asarray(numbers)
+    keep = labelled(y)  # unlabelled rows (NaN) are not scored
+    p, y = p[keep], y[keep]
+    z = z[keep] if z is not None else None
+    source = TRAINING if baseline is not None else EVALUATION
+    entry = baseline if baseline is not None else _mean_baseline(y, z)
+    b, unseen = _baseline_prediction(entry, len(y), z)
+    m = dict(_pooled(p, y))
+    bm = _pooled(b, y)
+    m.update(baseline_mae=bm["mae"], baseline_rmse=bm["rmse"], baseline_r2=bm["r2"],
+             baseline="per-element mean tensor" if z is not None else "mean tensor",
+             baseline_source=source, unseen_element_rows=unseen)
+    if rank == 2:
+        ref_rms = float(np.sqrt(np.square(y).mean())) if y.size else 0.0
+        pp, yp, bp = (tensor_parts(a.reshape(-1, 3, 3)) for a in (p, y, b))
+        m["parts"] = {}
+        for part in PARTS:
+            pm = _part_metrics(pp[part], yp[part], ref_rms)
+            bpm = _part_metrics(bp[part], yp[part], ref_rms)
+            m["parts"][part] = pm | {f"baseline_{k}": v for k, v in bpm.items()}
+    return m
 
 
 def _fmt(v, spec: str = ">10.4g") -> str:

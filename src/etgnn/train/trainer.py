@@ -170,8 +170,10 @@ def _run(cfg: Config, ctx: ddp.DistContext, resume: bool, callback) -> TrainResu
     from torch.optim.lr_scheduler import ReduceLROnPlateau
     from torch.utils.data.distributed import DistributedSampler
 
-    from ..data.dataset import EpochSampler, fit_normalization, make_loader, make_splits
-    from ..model import build_model
+    from ..data.dataset import EpochSampler, make_loader, make_splits
+    from ..data.statistics import compute_statistics
+    from ..model import _upgrade_state, build_model
+    from ..targets import build_targets
 
     t0 = time.monotonic()
     tr, run_dir = cfg.training, Path(cfg.run_dir)
@@ -186,8 +188,7 @@ def _run(cfg: Config, ctx: ddp.DistContext, resume: bool, callback) -> TrainResu
     ddp.barrier(ctx)  # rank 0 filled the graph cache; the others read it
     if splits is None:
         splits = make_splits(cfg, progress=False)
-    model = build_model(cfg)
-    norm = fit_normalization(model, splits["train"])
+    model = build_model(cfg, statistics=compute_statistics(splits["train"], build_targets(cfg)))
     model.to(ctx.device)
     opt = torch.optim.AdamW(model.parameters(), lr=tr.lr, weight_decay=tr.weight_decay)
     sched = ReduceLROnPlateau(opt, mode="min", factor=tr.lr_factor, patience=tr.lr_patience, min_lr=tr.min_lr)
@@ -196,13 +197,13 @@ def _run(cfg: Config, ctx: ddp.DistContext, resume: bool, callback) -> TrainResu
     if resume and (run_dir / LAST).is_file():
         ckpt = load_checkpoint(run_dir / LAST, map_location=ctx.device)
         _check_compatible(ckpt["config"], cfg, run_dir / LAST)
-        model.load_state_dict(ckpt.get("train_state_dict") or ckpt["state_dict"])
+        weights = ckpt.get("train_state_dict") or ckpt["state_dict"]
+        model.load_state_dict(_upgrade_state(weights, model.heads) if ckpt.get("format_version", 1) < 3 else weights)
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         if ema is not None and ckpt.get("ema"):
             ema.load_state_dict(ckpt["ema"])
         restore_rng(ckpt["rng"])
-        norm = ckpt.get("normalization", norm)
         state = _State(ckpt["epoch"], ckpt["best_val_loss"], ckpt["best_epoch"], ckpt["bad_epochs"], ckpt["elapsed"])
     elif resume and ctx.is_main:
         warnings.warn(f"{run_dir}: no {LAST} to resume from; starting a new run", stacklevel=2)
@@ -258,7 +259,7 @@ def _run(cfg: Config, ctx: ddp.DistContext, resume: bool, callback) -> TrainResu
                 board_epoch(board, epoch, lr, train_loss, val_loss, val_metrics)
             say(f"epoch {epoch}: train loss {train_loss:.5g}, val loss {val_loss:.5g}, lr {lr:.3g}"
                  + (" *" if improved else ""))
-            fields = _checkpoint_fields(cfg, model, opt, sched, ema, state, norm, epoch)
+            fields = _checkpoint_fields(cfg, model, opt, sched, ema, state, epoch)
             if improved:
                 save_checkpoint(run_dir / BEST, **fields)
             save_checkpoint(run_dir / LAST, **fields)
@@ -296,7 +297,6 @@ def _train_epoch(net, model, loader, opt, ema, cfg: Config, ctx: ddp.DistContext
 
     tr = cfg.training
     net.train()
-    scales = {name: head.scale for name, head in model.heads.items()}
     totals = torch.zeros(2, dtype=torch.float64, device=ctx.device)
     bar = tqdm(total=len(loader), desc=f"epoch {epoch}", unit="batch", leave=False,
                disable=None if (tr.progress and ctx.is_main) else True)  # None: on a terminal only
@@ -307,7 +307,7 @@ def _train_epoch(net, model, loader, opt, ema, cfg: Config, ctx: ddp.DistContext
                 complete = False
                 break
             batch = to_device(batch, ctx.device)
-            loss, _ = total_loss(net(batch), batch, cfg.targets, scales)
+            loss, _ = total_loss(net(batch), batch, model.targets)
             if ctx.distributed:  # zero-weight use of every parameter: a batch without triplets
                 loss = loss + 0.0 * sum(p.reshape(-1)[0] for p in model.parameters())  # leaves none unused
             if not torch.isfinite(loss):
@@ -344,7 +344,7 @@ def _callback_failed(callback, epoch: int, val_loss: float, ctx: ddp.DistContext
     return stop
 
 
-def _checkpoint_fields(cfg, model, opt, sched, ema, state: _State, norm, epoch: int) -> dict:
+def _checkpoint_fields(cfg, model, opt, sched, ema, state: _State, epoch: int) -> dict:
     return {
         "config": config_to_dict(cfg),
         "state_dict": ema.model_state_dict(model) if ema is not None else model.state_dict(),
@@ -358,7 +358,6 @@ def _checkpoint_fields(cfg, model, opt, sched, ema, state: _State, norm, epoch: 
         "bad_epochs": state.bad_epochs,
         "elapsed": state.elapsed,
         "rng": capture_rng(cfg.training.seed, epoch + 1),
-        "normalization": norm,
         "baselines": model.baselines,  # training means, the metrics' baselines
     }
 
