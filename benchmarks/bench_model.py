@@ -591,7 +591,7 @@ def render_versions(res: dict) -> str:
     lines = [
         "# etgnn against an earlier version (`benchmarks/bench_model.py --against`)", "",
         f"- date: {m.get('date')}, this checkout `{m.get('git_commit')}` against `{v['against']}`",
-        f"- {m.get('cpu')}; torch threads {res['settings'].get('threads') or 'default'}; "
+        f"- {m.get('cpu')}; torch threads {m.get('torch_threads')}; "
         f"{v['repeats']} fresh processes per version, interleaved (version A, B, C, A, B, C, ...)",
         "- paper hyperparameters (hidden 128, 4 blocks, 128 triplet features, 6 / 4 Å, no neighbour truncation), "
         "Born charges + dielectric tensor, batches of 16 phonondb crystals, float32; per process the median "

@@ -378,7 +378,7 @@ def _final_evaluation(cfg: Config, model, ema, splits, device, run_dir: Path) ->
             continue
         loader = make_loader(splits[split], cfg, shuffle=False)
         _, _, pred, ref = evaluate_loader(model, loader, ctx=ddp.DistContext(device=device), collect=True)
-        m = metrics[split] = full_metrics(pred, ref, cfg.targets, numbers=atomic_numbers(splits[split]),
+        m = metrics[split] = full_metrics(pred, ref, model.targets, numbers=atomic_numbers(splits[split]),
                                           baselines=model.baselines)
         parity_plot(pred, ref, run_dir / f"parity_{split}.png", m, units, title=f"{split} ({len(splits[split])} structures)")
     return metrics
