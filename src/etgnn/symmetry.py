@@ -139,7 +139,7 @@ def _forces_and_terms(model, batch) -> tuple[np.ndarray, np.ndarray]:
 
     The second is the force head (:class:`etgnn.nn.heads.TensorHead`) re-evaluated on the same
     features with the outputs of its coefficient MLPs replaced by their absolute values and every
-    unit edge vector by x: its x component is ``|scale| * edge_norm * sum_a |c_a| f(r_a)`` (a
+    unit edge vector by x: its x component is ``|scale| * sum_a |c_a| f(r_a) / edges_per_atom`` (a
     rank-1 head has no isotropic or three-body terms, and so no element shift either).
 
     Returns:
