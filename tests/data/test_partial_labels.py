@@ -175,3 +175,50 @@ def test_no_sum_rule_check_for_targets_without_one(tmp_path, recwarn):
     targets = {"sigma": {"key": "sigma", "level": "atom", "rank": 2}}
     load_structures_dataset(tmp_path / "s.xyz", _config(tmp_path, tmp_path / "s.xyz", targets))
     assert not [w for w in recwarn if "sum rule" in str(w.message)]
+
+
+def _train_weights(tmp_path, train_file, name):
+    import etgnn
+    from etgnn.train import train
+
+    cfg = {"model": {"hidden_channels": 8, "triplet_channels": 4, "num_blocks": 1, "cutoff": 4.0, "triplet_cutoff": 3.0,
+                     "dtype": "float64", "seed": 0},
+           "targets": {"nmr": {"key": "nmr_tensor", "level": "atom", "rank": 2, "loss": "mse"}},
+           "data": {"train": str(train_file), "split": [0.5, 0.5, 0.0], "split_seed": 0, "cache_dir": None,
+                    "num_workers": 0},
+           "training": {"max_epochs": 2, "batch_size": 2, "lr": 3e-3, "progress": False, "seed": 0},
+           "run_dir": str(tmp_path / name)}
+    result = train(cfg)
+    model = etgnn.load_model(result.run_dir / "best.ckpt")
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _max_diff(a, b) -> float:
+    if not a.is_floating_point():
+        return 0.0 if torch.equal(a, b) else float("inf")
+    return float((a - b).abs().max()) if a.numel() else 0.0
+
+
+def test_trained_model_does_not_see_unlabelled_entries(tmp_path, single_thread):
+    """Labels on some atoms only: training on the si_nmr layout (tensors listed for flagged atoms)
+    and on extxyz with NaN rows for the others gives the same weights (to the round-off of the
+    8-decimal extxyz positions), all finite (no NaN leaks through a 0 * NaN); changing one
+    labelled value changes them far more (the check can fail)."""
+    crystals = _crystals()
+    tensors = _matten_json(tmp_path / "nmr.json", crystals, np.random.default_rng(0))
+    frames = read_structures(tmp_path / "nmr.json")
+    for f in frames:  # extxyz holds 2-D arrays: 9 columns per atom, NaN rows written out as they are
+        f.arrays["nmr_tensor"] = f.arrays["nmr_tensor"].reshape(len(f), 9)
+    write(tmp_path / "nmr.xyz", frames)
+    assert np.isnan(read_structures(tmp_path / "nmr.xyz")[0].arrays["nmr_tensor"]).any()
+    w_json = _train_weights(tmp_path, tmp_path / "nmr.json", "json")
+    w_xyz = _train_weights(tmp_path, tmp_path / "nmr.xyz", "xyz")
+    assert w_json.keys() == w_xyz.keys()
+    for k in w_json:
+        assert torch.isfinite(w_json[k].double()).all(), k
+        assert _max_diff(w_json[k], w_xyz[k]) < 1e-6, k
+    sel, t = tensors[0]
+    frames[0].arrays["nmr_tensor"][np.flatnonzero(sel)[0], 0] += 5.0  # one labelled component
+    write(tmp_path / "changed.xyz", frames)
+    w_changed = _train_weights(tmp_path, tmp_path / "changed.xyz", "changed")
+    assert max(_max_diff(w_json[k], w_changed[k]) for k in w_json) > 1e-3
