@@ -43,6 +43,9 @@ VARIANTS = {
                  ["targets.born_charges.loss=mse", "targets.epsilon.loss=mse"]),
     "radial_12": ("12 radial basis functions (default 6)", ["model.num_radial=12"]),
     "eps_weight_3": ("dielectric loss weight 3 (Born charges 1)", ["targets.epsilon.weight=3"]),
+    "combined": ("EMA 0.999 + 12 radial functions + dielectric weight 3 (the three that helped)",
+                 ["training.ema_decay=0.999", "model.num_radial=12", "targets.epsilon.weight=3"]),
+    "base_again": ("the example as shipped, run again later (how much the load moves the result)", []),
 }
 
 
@@ -81,7 +84,9 @@ def render(res: dict) -> str:
         "one torch thread, variants one after the other on a shared 2-core machine (load per run below)",
         "- each variant: `examples/phonondb_bec_eps.yaml` plus its overrides; split of `phonondb_bec_eps/train.xyz` "
         "72 / 18 / 10 % (train / validation / held-out test, seed 0); test MAE of the best checkpoint",
-        "- BEC MAE over all 9 components of every test atom (e); eps_inf MAE over its 9 components", "",
+        "- BEC MAE over all 9 components of every test atom (e); eps_inf MAE over its 9 components",
+        *[f"- later run merged in: {m['date']}, commit `{m['commit']}`: {', '.join(m['variants'])}"
+          for m in res.get("merged", [])], "",
         "| variant | change | epochs (best) | BEC MAE (e) | vs base | eps MAE | vs base | load (1 min) |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
@@ -107,6 +112,8 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "recipe_search")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the rows of recipe_search.json for variants not run now (same --minutes only)")
     args = ap.parse_args(argv)
     if not (ROOT.parent / "shared" / "data" / "phonondb_bec_eps" / "train.xyz").is_file():
         print("recipe_search: ../shared/data/phonondb_bec_eps/train.xyz not found", file=sys.stderr)
@@ -116,8 +123,21 @@ def main(argv=None) -> int:
     res = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="minutes"), "commit": commit,
            "minutes": args.minutes, "runs": []}
     args.out.mkdir(parents=True, exist_ok=True)
+    kept = []
+    if args.merge and (args.out / "recipe_search.json").is_file():
+        old = json.loads((args.out / "recipe_search.json").read_text())
+        if old["minutes"] != args.minutes:
+            print(f"recipe_search: --merge needs the same budget as the kept rows ({old['minutes']:g} min)",
+                  file=sys.stderr)
+            return 2
+        kept = [dict(r, commit=r.get("commit", old["commit"])) for r in old["runs"]
+                if r["variant"] not in args.variants]
+        res["date"], res["commit"] = old["date"], old["commit"]
+        res["merged"] = res.get("merged", []) + [{"date": dt.datetime.now(dt.timezone.utc).isoformat(
+            timespec="minutes"), "commit": commit, "variants": args.variants}]
+    res["runs"] = kept
     for name in args.variants:
-        rec = run_variant(name, VARIANTS[name][1], args.minutes, args.work)
+        rec = dict(run_variant(name, VARIANTS[name][1], args.minutes, args.work), commit=commit)
         res["runs"].append(rec)
         print(json.dumps(rec), flush=True)
         (args.out / "recipe_search.json").write_text(json.dumps(res, indent=1))
