@@ -182,6 +182,7 @@ def plot(res: dict, path: Path, authors: dict | None = None) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     sets = list(res["sets"])
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -201,6 +202,9 @@ def plot(res: dict, path: Path, authors: dict | None = None) -> None:
         for run in authors.get("curves", []):
             t, v = np.array(run["val_curve"]).T
             axes[1].plot(t / 60, v, "--", label=f"{authors.get('set', 'phonondb')}: authors' ETGNN ({run['label']})")
+    axes[0].xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=2))  # 64, 128, 256, ... structures
+    axes[0].xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    axes[0].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     axes[0].set(xlabel="training structures", ylabel="test BEC MAE (e)",
                 title=f"{res['minutes']:g} min of training per size")
     axes[1].set(xlabel="wall-clock training time (min, 1 thread)", ylabel="validation BEC MAE (e)",
