@@ -50,6 +50,22 @@ def test_relative_rmse_is_100_for_the_test_mean_and_scales_with_error(acc):
     assert acc.scores(half, ref, ("rel_rmse",))["rel_rmse"] == pytest.approx(50.0)
 
 
+def test_scores_and_baseline_leave_unlabelled_rows_out(acc):
+    """si_nmr layout: NaN rows are atoms without a label; they count in neither the baseline's
+    means nor the metrics (a NaN there would make every number NaN)."""
+    train = [Atoms("SiO2", positions=[[0, 0, 0], [1, 0, 0], [2, 0, 0]])]
+    nan = np.full((3, 3), np.nan)
+    shielding = [np.stack([400 * np.eye(3), nan, nan])]
+    test = [Atoms("SiSiO", positions=[[0, 0, 0], [1, 0, 0], [2, 0, 0]])]
+    ref = [np.stack([410 * np.eye(3), nan, nan])]  # the second Si is unlabelled too
+    (pred,) = acc.baseline(train, shielding, test, "atom")
+    np.testing.assert_allclose(pred[:2], [400 * np.eye(3)] * 2)
+    s = acc.scores([pred], ref, ("mae", "mae_diag"), "atom")
+    assert s["mae"] == pytest.approx(10 * 3 / 9) and s["mae_diag"] == pytest.approx(10.0)
+    eps = [np.eye(3), np.full((3, 3), np.nan), 3 * np.eye(3)]  # a structure without the label
+    np.testing.assert_allclose(acc.baseline(train * 3, eps, test, "structure")[0], 2 * np.eye(3))
+
+
 def test_baseline_per_element_mean_and_structure_mean(acc):
     train = [Atoms("NaCl", positions=[[0, 0, 0], [1, 0, 0]]), Atoms("Na2", positions=[[0, 0, 0], [1, 0, 0]])]
     becs = [np.stack([np.eye(3), -np.eye(3)]), np.stack([3 * np.eye(3), 5 * np.eye(3)])]
@@ -73,8 +89,7 @@ def test_quick_run_writes_every_field(acc, tmp_path):
     assert {"cpu", "logical_cores", "torch_threads"} <= set(hw)
     assert doc["meta"]["quick"] is True and doc["meta"]["minutes"] == acc.QUICK["minutes"]
     recs = {r["set"]: r for r in doc["sets"]}
-    assert "partial-label" in recs["si_nmr"]["skipped"]
-    for name in ("spice", "mp"):
+    for name in ("spice", "mp", "si_nmr"):
         r = recs[name]
         assert r["n_test"] == acc.QUICK["test"] and r["budget_min"] == acc.QUICK["minutes"]
         assert r["epochs"] >= 1 and r["stopped"] in ("max_time", "max_epochs", "early_stopping")
@@ -86,6 +101,8 @@ def test_quick_run_writes_every_field(acc, tmp_path):
     assert recs["mp"]["sum_rule_threshold_e"] == acc.SUM_RULE_THRESHOLD
     assert set(recs["spice"]["targets"]["apt"]["pred_bec_all"]) == {"mae", "mae_diag", "mae_offdiag"}
     md = (tmp_path / "accuracy.md").read_text()
-    for text in ("### spice", "### mp", "SKIPPED: needs partial-label support", "MAE diagonal",
+    nmr = recs["si_nmr"]["targets"]["shielding"]
+    assert nmr["unit"] == "ppm" and all(np.isfinite(v) for v in nmr["baseline"].values())
+    for text in ("### spice", "### mp", "### si_nmr", "MAE diagonal",
                  "obeying the sum rule", "`pred_bec` column", "baseline", "anchor", "logical cores"):
         assert text in md, text
