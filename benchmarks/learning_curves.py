@@ -200,8 +200,8 @@ def plot(res: dict, path: Path, authors: dict | None = None) -> None:
             axes[1].plot(t / 60, v, "-", label=f"{name}: etgnn")
     if authors:
         for run in authors.get("curves", []):
-            t, v = np.array(run["val_curve"]).T
-            axes[1].plot(t / 60, v, "--", label=f"{authors.get('set', 'phonondb')}: authors' ETGNN ({run['label']})")
+            t, v = np.array(run["val_curve"], dtype=float).T  # null (a NaN output) -> a gap
+            axes[1].plot(t / 60, v, "o--", ms=3, label=f"{authors.get('set', 'phonondb')}, authors' code: {run['label']}")
     axes[0].xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=2))  # 64, 128, 256, ... structures
     axes[0].xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     axes[0].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -209,9 +209,9 @@ def plot(res: dict, path: Path, authors: dict | None = None) -> None:
                 title=f"{res['minutes']:g} min of training per size")
     axes[1].set(xlabel="wall-clock training time (min, 1 thread)", ylabel="validation BEC MAE (e)",
                 title="full training pool", yscale="log")
-    for ax in axes:
+    for ax, where in zip(axes, ("lower left", "upper right")):
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6 if authors else 7, loc=where)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
