@@ -162,7 +162,8 @@ def baseline(train_atoms: list, train_values: list, test_atoms: list, level: str
         return [mean for _ in test_atoms]
     z = np.concatenate([a.numbers for a in train_atoms])
     v = np.concatenate(train_values)
-    z, v = z[labelled(v)], v[labelled(v)]
+    keep = labelled(v)
+    z, v = z[keep], v[keep]
     means = {int(e): v[z == e].mean(axis=0) for e in np.unique(z)}
     overall = v.mean(axis=0)
     return [np.stack([means.get(int(e), overall) for e in a.numbers]) for a in test_atoms]
@@ -228,6 +229,29 @@ def target_settings(spec: dict) -> dict:
     return {name: example[name] if name in example else extra[name] for name in spec["targets"]}
 
 
+def held_out_split(spec: dict, src: Path, test_src: Path | None, rng) -> tuple:
+    """The protocol's split of a set: ``(atoms, labels, t_atoms, t_labels, pool, test, dropped)``.
+
+    The held-out test structures are ``spec["test"]`` (a count or fraction of ``src``, drawn with
+    ``rng``) or all of ``test_src``; with ``sum_rule_split`` the pool rows that break the sum rule
+    are dropped (``dropped`` of them).  ``benchmarks/learning_curves.py`` splits the same way.
+    """
+    tcfg = target_settings(spec)
+    atoms, labels = read_labelled(src, spec["targets"], tcfg)
+    if test_src is not None:
+        t_atoms, t_labels = read_labelled(test_src, spec["targets"], tcfg)
+        pool, test = np.arange(len(atoms)), np.arange(len(t_atoms))
+    else:
+        pool, test = split_indices(len(atoms), spec["test"], rng)
+        t_atoms, t_labels = atoms, labels
+    dropped = 0
+    if spec.get("sum_rule_split"):  # drop the training rows that break the sum rule, as the example
+        viol = np.array([acoustic_sum_violation(labels["born_charges"][i]) for i in pool])
+        dropped = int((viol > SUM_RULE_THRESHOLD).sum())
+        pool = pool[viol <= SUM_RULE_THRESHOLD]
+    return atoms, labels, t_atoms, t_labels, pool, test, dropped
+
+
 def run_set(name: str, spec: dict, data_dir: Path, minutes: float, quick: bool, work: Path) -> dict:
     """Train and score one set; returns its JSON record."""
     src = data_dir / spec["train"]
@@ -239,24 +263,10 @@ def run_set(name: str, spec: dict, data_dir: Path, minutes: float, quick: bool, 
         return {"set": name, "skipped": f"data absent: {', '.join(missing)}"}
     tcfg = target_settings(spec)
     rng = np.random.default_rng(SEED)
-    atoms, labels = read_labelled(src, spec["targets"], tcfg)
-    if test_src is not None:
-        t_atoms, t_labels = read_labelled(test_src, spec["targets"], tcfg)
-        pool = np.arange(len(atoms))
-        test = np.arange(len(t_atoms))
-        if quick:
-            pool = np.sort(rng.permutation(pool)[:spec.get("quick_pool", QUICK["pool"])])
-            test = np.sort(rng.permutation(test)[:QUICK["test"]])
-    else:
-        pool, test = split_indices(len(atoms), spec["test"], rng)
-        if quick:
-            pool = np.sort(rng.permutation(pool)[:spec.get("quick_pool", QUICK["pool"])])
-            test = np.sort(rng.permutation(test)[:QUICK["test"]])
-        t_atoms, t_labels = atoms, labels
-    if spec.get("sum_rule_split"):  # drop the training rows that break the sum rule, as the example
-        viol = np.array([acoustic_sum_violation(labels["born_charges"][i]) for i in pool])
-        dropped_train = int((viol > SUM_RULE_THRESHOLD).sum())
-        pool = pool[viol <= SUM_RULE_THRESHOLD]
+    atoms, labels, t_atoms, t_labels, pool, test, dropped_train = held_out_split(spec, src, test_src, rng)
+    if quick:
+        pool = np.sort(rng.permutation(pool)[:spec.get("quick_pool", QUICK["pool"])])
+        test = np.sort(rng.permutation(test)[:QUICK["test"]])
     folder = work / name
     folder.mkdir(parents=True)
     train_file, test_file = folder / "pool.extxyz", folder / "test.extxyz"

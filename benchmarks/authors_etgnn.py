@@ -339,7 +339,6 @@ def main(argv=None):
         for c in old["curves"]:
             c.setdefault("notes", old["notes"])
         result["curves"] = old["curves"] + result["curves"]
-        result["runs_notes"] = [c.get("notes", old["notes"]) for c in result["curves"]]
     (out / "authors_etgnn.json").write_text(json.dumps(result, indent=2) + "\n")
     md = [
         "# Authors' ETGNN on phonondb (validation Born-charge MAE against training wall-clock)",

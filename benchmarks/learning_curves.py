@@ -48,21 +48,9 @@ def prepare(name: str, data_dir: Path, folder: Path, quick: bool = False) -> dic
     ``pool.extxyz`` holds the training pool in the order of its nested subsets.
     """
     spec = acc.SETS[name]
-    tcfg = acc.target_settings(spec)
-    src = data_dir / spec["train"]
-    atoms, labels = acc.read_labelled(src, spec["targets"], tcfg)
-    rng = np.random.default_rng(acc.SEED)
-    if isinstance(spec["test"], tuple):
-        t_atoms, t_labels = acc.read_labelled(data_dir / spec["test"][1], spec["targets"], tcfg)
-        rest, test = np.arange(len(atoms)), np.arange(len(t_atoms))
-    else:
-        rest, test = acc.split_indices(len(atoms), spec["test"], rng)
-        t_atoms, t_labels = atoms, labels
-    dropped = 0
-    if spec.get("sum_rule_split"):
-        viol = np.array([acc.acoustic_sum_violation(labels["born_charges"][i]) for i in rest])
-        dropped = int((viol > acc.SUM_RULE_THRESHOLD).sum())
-        rest = rest[viol <= acc.SUM_RULE_THRESHOLD]
+    test_src = data_dir / spec["test"][1] if isinstance(spec["test"], tuple) else None
+    atoms, labels, t_atoms, t_labels, rest, test, dropped = acc.held_out_split(
+        spec, data_dir / spec["train"], test_src, np.random.default_rng(acc.SEED))
     perm = np.random.default_rng(acc.SEED + 1).permutation(rest)
     n_val = int(round(0.2 * len(perm)))
     val, pool = np.sort(perm[:n_val]), perm[n_val:]  # pool keeps its random order: nested subsets
