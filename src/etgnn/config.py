@@ -54,6 +54,7 @@ CHOICES: dict[str, tuple] = {
     "target.loss": ("euclidean", "mse", "mae", "cosine"),
     "target.voigt_order": ("vasp", "standard"),
     "training.device": ("auto", "cpu", "cuda"),
+    "training.lr_schedule": ("plateau", "cosine"),
     "training.strategy": ("auto", "ddp"),
 }
 
@@ -132,9 +133,11 @@ class TrainingConfig:
     batch_size: int = 16  #: structures per optimisation step
     lr: float = 1e-3  #: initial AdamW learning rate
     weight_decay: float = 0.01  #: AdamW weight decay
+    lr_schedule: str = "plateau"  #: plateau: x lr_factor when the validation loss stalls (the paper's); cosine: anneal lr -> min_lr over max_epochs or max_time, whichever ends first (training stops there; max_time then counts every resumed session)
     lr_factor: float = 0.5  #: learning rate x this when the validation loss plateaus
     lr_patience: int = 10  #: epochs without improvement before the learning rate drops
     min_lr: float = 1e-6  #: lower bound of the learning rate
+    warmup_epochs: float = 0.0  #: ramp the learning rate up linearly over this many epochs (per step)
     early_stopping_patience: int = 40  #: stop after this many epochs without a significant improvement
     grad_clip: Optional[float] = 10.0  #: clip the gradient norm to this; null: no clipping
     ema_decay: Optional[float] = None  #: EMA decay of the weights (e.g. 0.99); the EMA weights are evaluated and saved
@@ -267,6 +270,10 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("training.batch_size and training.lr must be positive, max_epochs >= 0")
     if not 0 < tr.lr_factor < 1:
         raise ConfigError(f"training.lr_factor must be in (0, 1), got {tr.lr_factor}")
+    if not 0 <= tr.min_lr <= tr.lr:
+        raise ConfigError(f"need 0 <= training.min_lr <= training.lr, got min_lr {tr.min_lr} and lr {tr.lr}")
+    if tr.warmup_epochs < 0:
+        raise ConfigError(f"training.warmup_epochs must be >= 0, got {tr.warmup_epochs}")
     split = cfg.data.split
     if len(split) != 3 or any(s < 0 for s in split) or abs(sum(split) - 1) > 1e-6:
         raise ConfigError(f"data.split must be three non-negative fractions summing to 1, got {list(split)}")

@@ -99,6 +99,15 @@ def any_rank(flag: bool, ctx: DistContext) -> bool:
     return bool(t.item() > 0)
 
 
+def max_over_ranks(value: float, ctx: DistContext) -> float:
+    """The largest ``value`` of all ranks (every rank gets the same answer)."""
+    if not ctx.distributed:
+        return float(value)
+    t = torch.tensor([float(value)], dtype=torch.float64, device=ctx.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
+
+
 def barrier(ctx: DistContext) -> None:
     if ctx.distributed:
         dist.barrier()

@@ -1,4 +1,5 @@
-"""The training loop: AdamW, learning rate x ``lr_factor`` on plateau, early stopping, EMA, DDP.
+"""The training loop: AdamW, a learning-rate schedule (:mod:`etgnn.train.schedule`: x ``lr_factor``
+on plateau, or a cosine anneal over the budget; optional warm-up), early stopping, EMA, DDP.
 
 ``train(config)`` reads the data (:func:`etgnn.data.dataset.make_splits`), fits the heads'
 normalisation on the training part, trains, and leaves in ``config.run_dir``::
@@ -43,6 +44,7 @@ from .evaluate import evaluate_loader
 from .losses import total_loss
 from .metrics import METRIC_NAMES, atomic_numbers, full_metrics
 from .runlog import board_epoch, open_board, remove_partial_files, report_cache, say
+from .schedule import LRSchedule
 
 __all__ = ["TrainResult", "train"]
 
@@ -167,7 +169,6 @@ def _check_compatible(old: dict, cfg: Config, path: Path) -> None:
 
 def _run(cfg: Config, ctx: ddp.DistContext, resume: bool, callback) -> TrainResult:
     from torch.nn.parallel import DistributedDataParallel
-    from torch.optim.lr_scheduler import ReduceLROnPlateau
     from torch.utils.data.distributed import DistributedSampler
 
     from ..data.dataset import EpochSampler, make_loader, make_splits
@@ -191,7 +192,6 @@ def _run(cfg: Config, ctx: ddp.DistContext, resume: bool, callback) -> TrainResu
     model = build_model(cfg, statistics=compute_statistics(splits["train"], build_targets(cfg)))
     model.to(ctx.device)
     opt = torch.optim.AdamW(model.parameters(), lr=tr.lr, weight_decay=tr.weight_decay)
-    sched = ReduceLROnPlateau(opt, mode="min", factor=tr.lr_factor, patience=tr.lr_patience, min_lr=tr.min_lr)
     ema = EMA(model, tr.ema_decay) if tr.ema_decay else None
     state = _State()
     if resume and (run_dir / LAST).is_file():
@@ -200,7 +200,6 @@ def _run(cfg: Config, ctx: ddp.DistContext, resume: bool, callback) -> TrainResu
         weights = ckpt.get("train_state_dict") or ckpt["state_dict"]
         model.load_state_dict(_upgrade_state(weights, model.heads) if ckpt.get("format_version", 1) < 3 else weights)
         opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
         if ema is not None and ckpt.get("ema"):
             ema.load_state_dict(ckpt["ema"])
         restore_rng(ckpt["rng"])
@@ -224,8 +223,19 @@ def _run(cfg: Config, ctx: ddp.DistContext, resume: bool, callback) -> TrainResu
         sampler, val_set, net = EpochSampler(len(train_set), True, tr.seed), splits["val"], model
     train_loader = make_loader(train_set, cfg, shuffle=True, sampler=sampler)
     val_loader = make_loader(val_set, cfg, shuffle=False)
+    sched = LRSchedule(opt, tr, steps_per_epoch=len(train_loader))
+    if resume and (run_dir / LAST).is_file():
+        sched.load_state_dict(ckpt["scheduler"])
     deadline = t0 + (tr.max_time * 60.0 if tr.max_time is not None else math.inf)
     elapsed0 = state.elapsed
+
+    sync_time = ctx.distributed and tr.lr_schedule == "cosine" and tr.max_time is not None
+
+    def run_seconds(synced: bool = False) -> float:
+        """Wall-clock seconds of the run, every session (the same on every rank if ``synced``)."""
+        seconds = elapsed0 + time.monotonic() - t0
+        return ddp.max_over_ranks(seconds, ctx) if synced else seconds
+
     stopped, mid_epoch = "max_epochs", False
     for epoch in range(state.epoch + 1, tr.max_epochs):
         if state.bad_epochs >= tr.early_stopping_patience:
@@ -233,7 +243,8 @@ def _run(cfg: Config, ctx: ddp.DistContext, resume: bool, callback) -> TrainResu
             break
         sampler.set_epoch(epoch)
         seed_everything(epoch_seed(tr.seed, epoch))
-        train_loss, complete = _train_epoch(net, model, train_loader, opt, ema, cfg, ctx, epoch, deadline)
+        train_loss, complete = _train_epoch(net, model, train_loader, opt, ema, cfg, ctx, epoch, deadline,
+                                            lambda step: sched.before_step(epoch, step, run_seconds(sync_time)))
         if not complete:  # max_time inside the epoch: a fragment is not an epoch
             stopped, mid_epoch = "max_time", True
             if ctx.is_main:
@@ -245,11 +256,11 @@ def _run(cfg: Config, ctx: ddp.DistContext, resume: bool, callback) -> TrainResu
                 val_loss, val_metrics, _, _ = evaluate_loader(model, val_loader, ctx=ctx)
         else:
             val_loss, val_metrics, _, _ = evaluate_loader(model, val_loader, ctx=ctx)
-        lr = opt.param_groups[0]["lr"]  # the rate used in this epoch
-        sched.step(val_loss)
+        lr = opt.param_groups[0]["lr"]  # the rate of the epoch's last step
+        sched.after_epoch(val_loss)
         improved = val_loss < state.best_val_loss
         significant = val_loss < state.best_val_loss * (1.0 - MIN_REL_IMPROVEMENT)
-        state.epoch, state.elapsed = epoch, elapsed0 + time.monotonic() - t0
+        state.epoch, state.elapsed = epoch, run_seconds(ctx.distributed)
         state.bad_epochs = 0 if significant else state.bad_epochs + 1
         if improved:
             state.best_val_loss, state.best_epoch = val_loss, epoch
@@ -267,8 +278,9 @@ def _run(cfg: Config, ctx: ddp.DistContext, resume: bool, callback) -> TrainResu
             if board is not None:
                 board.close()
             return TrainResult(state.best_val_loss, state.best_epoch, state.epoch + 1, {}, run_dir, "callback")
-        if time.monotonic() > deadline:
-            stopped = "max_time"
+        out_of_time = ddp.any_rank(time.monotonic() > deadline, ctx)  # every rank stops together
+        if out_of_time or sched.finished(epoch, state.elapsed):
+            stopped = "max_time" if out_of_time or epoch + 1 < tr.max_epochs else "max_epochs"
             break
     if board is not None:
         board.close()
@@ -286,8 +298,8 @@ def _run(cfg: Config, ctx: ddp.DistContext, resume: bool, callback) -> TrainResu
 
 
 def _train_epoch(net, model, loader, opt, ema, cfg: Config, ctx: ddp.DistContext, epoch: int,
-                 deadline: float) -> tuple[float, bool]:
-    """One pass over the training data.
+                 deadline: float, set_lr) -> tuple[float, bool]:
+    """One pass over the training data; ``set_lr(step)`` sets the rate before each step.
 
     Returns:
         the mean loss per structure (all ranks), and whether the pass completed (``False`` when
@@ -314,6 +326,7 @@ def _train_epoch(net, model, loader, opt, ema, cfg: Config, ctx: ddp.DistContext
                 raise EtgnnError(f"training diverged at epoch {epoch}, batch {step}: loss is {loss.item()}; "
                                  "lower training.lr or set training.grad_clip")
             opt.zero_grad(set_to_none=True)
+            set_lr(step)
             loss.backward()
             if tr.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tr.grad_clip)
