@@ -70,11 +70,11 @@ SETS = {
                  ("polarisability", "mae_offdiag"): (0.0033, "MACE-Field, test split")}),
     "mlearn_si": dict(
         config="mlearn_si_forces.yaml", train="mlearn/Si_training.json", test=0.2,
-        targets={"forces": "outputs.forces"}, metrics=("mae",),
+        targets={"energy": "outputs.energy", "forces": "outputs.forces"}, metrics=("mae",),
         anchors={("forces", "mae"): (0.07, "GAP (Zuo et al. 2020, their test split); MTP 0.06")}),
     "mlearn_ge": dict(
         config="mlearn_si_forces.yaml", train="mlearn/Ge_training.json", test=0.2,
-        targets={"forces": "outputs.forces"}, metrics=("mae",),
+        targets={"energy": "outputs.energy", "forces": "outputs.forces"}, metrics=("mae",),
         anchors={("forces", "mae"): (0.05, "GAP level (Zuo et al. 2020, their test split; issue 10 goal)")}),
     "spice": dict(
         config="quickstart.yaml", train="spice_dipeptides/train.xyz", test=0.2,
@@ -202,8 +202,12 @@ def split_indices(n: int, test, rng) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(perm[n_test:]), np.sort(perm[:n_test])
 
 
-def set_config(spec: dict, train_file: Path, test_file: Path, run_dir: Path, minutes: float) -> dict:
-    """The example config with this protocol's targets, files, budget and run folder."""
+def set_config(spec: dict, train_file: Path, test_file: Path, run_dir: Path, minutes: float,
+               overrides: list[str] = ()) -> dict:
+    """The example config with this protocol's targets, files, budget and run folder, then
+    ``overrides`` (``"section.key=value"``, as on etgnn's command line) applied."""
+    from etgnn.config import apply_overrides
+
     cfg = yaml.safe_load((ROOT / "examples" / spec["config"]).read_text())
     new = {}
     for name, t in target_settings(spec).items():
@@ -218,7 +222,7 @@ def set_config(spec: dict, train_file: Path, test_file: Path, run_dir: Path, min
     tr = cfg.setdefault("training", {})
     tr.update(max_time=float(minutes), progress=False)
     cfg["run_dir"] = str(run_dir)
-    return cfg
+    return apply_overrides(cfg, list(overrides))
 
 
 def target_settings(spec: dict) -> dict:
@@ -252,7 +256,8 @@ def held_out_split(spec: dict, src: Path, test_src: Path | None, rng) -> tuple:
     return atoms, labels, t_atoms, t_labels, pool, test, dropped
 
 
-def run_set(name: str, spec: dict, data_dir: Path, minutes: float, quick: bool, work: Path) -> dict:
+def run_set(name: str, spec: dict, data_dir: Path, minutes: float, quick: bool, work: Path,
+            overrides: list[str] = ()) -> dict:
     """Train and score one set; returns its JSON record."""
     src = data_dir / spec["train"]
     if "skip" in spec:
@@ -272,7 +277,7 @@ def run_set(name: str, spec: dict, data_dir: Path, minutes: float, quick: bool, 
     train_file, test_file = folder / "pool.extxyz", folder / "test.extxyz"
     write_labelled(train_file, atoms, labels, pool)
     write_labelled(test_file, t_atoms, t_labels, test)
-    cfg = set_config(spec, train_file, test_file, folder / "run", minutes)
+    cfg = set_config(spec, train_file, test_file, folder / "run", minutes, overrides)
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -293,7 +298,8 @@ def run_set(name: str, spec: dict, data_dir: Path, minutes: float, quick: bool, 
            "n_test_unseen_elements": unseen,
            "split_seed": SEED, "budget_min": minutes, "epochs": result.epochs_run,
            "best_epoch": result.best_epoch, "stopped": result.stopped, "wall_s": round(wall, 1),
-           "note": spec.get("note", ""), "model": cfg["model"], "training": cfg["training"], "targets": {}}
+           "note": spec.get("note", ""), "model": cfg["model"], "training": cfg["training"],
+           "overrides": list(overrides), "targets": {}}
     if spec.get("sum_rule_split"):
         rec["sum_rule_threshold_e"] = SUM_RULE_THRESHOLD
         rec["train_rows_dropped_sum_rule"] = dropped_train
@@ -344,6 +350,8 @@ def set_markdown(rec: dict) -> list[str]:
              f"{rec['budget_min']:g} min, {rec['epochs']} epochs (best {rec['best_epoch']}, stopped: "
              f"{rec['stopped']}), {rec['wall_s']:.0f} s wall including graph building"
              f"{'; NO epoch finished within the budget: baseline only' if rec['best_epoch'] < 0 else ''}.", ""]
+    if rec.get("overrides"):
+        lines += ["Overrides of the example config: " + ", ".join(f"`{o}`" for o in rec["overrides"]) + ".", ""]
     if rec.get("note"):
         lines += [rec["note"], ""]
     if "sum_rule_threshold_e" in rec:
@@ -407,6 +415,10 @@ def main(argv=None) -> int:
                     help="output folder (default benchmarks/results; with --quick benchmarks/results/quick, "
                          "so a smoke run never overwrites the committed results)")
     ap.add_argument("--note", default="", help="a line for the top of the md (e.g. 'preliminary short run')")
+    ap.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="config overrides for every set, e.g. training.lr_schedule=cosine (recorded in the results)")
+    ap.add_argument("--keep-runs", type=Path, default=None,
+                    help="copy each set's run folder (checkpoints, log.csv, metrics) here")
     args = ap.parse_args(argv)
     minutes = QUICK["minutes"] if args.quick else args.minutes
     if args.out is None:
@@ -418,7 +430,11 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="etgnn_accuracy_") as tmp:
         for name in args.sets:
             print(f"[accuracy] {name} ...", flush=True)
-            rec = run_set(name, SETS[name], args.data_dir, minutes, args.quick, Path(tmp))
+            rec = run_set(name, SETS[name], args.data_dir, minutes, args.quick, Path(tmp), args.override)
+            if args.keep_runs is not None and (Path(tmp) / name / "run").is_dir():
+                import shutil
+
+                shutil.copytree(Path(tmp) / name / "run", args.keep_runs / name, dirs_exist_ok=True)
             records.append(rec)
             write_report(args.out, records, meta)  # after every set: a killed run keeps what it has
             print(f"[accuracy] {name}: " + (rec.get("skipped") or json.dumps(

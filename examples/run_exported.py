@@ -50,9 +50,15 @@ def main(model_path: str, structure_path: str) -> None:
         inputs = (torch.tensor(atoms.positions, dtype=dtype), torch.tensor(atoms.numbers, dtype=torch.int64),
                   torch.tensor(cell, dtype=dtype), torch.from_numpy(edge_index), torch.from_numpy(shifts),
                   torch.from_numpy(ta), torch.from_numpy(tb))
-        with torch.no_grad():
+        gradients = meta.get("gradients", {})  # targets that are -d(output)/dR, e.g. conservative forces
+        with torch.set_grad_enabled(bool(gradients)):
+            inputs[0].requires_grad_(bool(gradients))
             out = run(*inputs)
+            for name, g in gradients.items():
+                out[name] = -torch.autograd.grad(out[g["of"]], inputs[0], retain_graph=True)[0]
+        meta["targets"].update(gradients)
         for name, value in out.items():
+            value = value.detach()
             t = meta["targets"][name]
             print(f"structure {k} {name} ({t['level']}, rank {t['rank']}, unit {t['unit'] or '-'}): "
                   f"shape {tuple(value.shape)}\n{np.array2string(value.numpy(), precision=4)}")

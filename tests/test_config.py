@@ -44,6 +44,15 @@ def test_overrides_are_parsed_as_yaml_and_validated():
         load_config(BASE, ["training.max_tme=3"])
 
 
+def test_exponent_without_a_dot_is_a_number():
+    """YAML 1.1 (PyYAML) reads ``1e-5`` as the string '1e-5'; a number field takes it as 1e-05."""
+    cfg = load_config(BASE, ["training.min_lr=1e-5", "training.lr=2E-3"])
+    assert cfg.training.min_lr == 1e-5 and cfg.training.lr == 2e-3
+    assert load_config({**BASE, "training": {"weight_decay": "5e-4"}}).training.weight_decay == 5e-4
+    with pytest.raises(ConfigError, match="training.lr must be a number, got 'fast'"):
+        load_config(BASE, ["training.lr=fast"])
+
+
 def test_yaml_files_round_trip_and_bad_files(tmp_path):
     import yaml
 

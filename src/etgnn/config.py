@@ -106,6 +106,7 @@ class TargetConfig:
     loss: str = "euclidean"
     weight: float = 1.0
     unit: str = ""  #: unit of the data, e.g. e, e*Angstrom, Debye, au; the ASE calculator converts with it
+    gradient_of: Optional[str] = None  #: name of an energy target (level structure, rank 0, reduce sum): this per-atom rank-1 target is then minus its gradient with respect to the positions (conservative forces, F = -dE/dR) instead of a head of its own
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where} must be an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-5 (no dot) as a string; take it as the number it is
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where} must be a number, got {value!r}")
         return float(value)
@@ -263,6 +269,8 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"{where}.sum_rule_weight must be >= 0 and needs level: atom")
         if t.weight < 0:
             raise ConfigError(f"{where}.weight must be >= 0, got {t.weight}")
+        if t.gradient_of is not None:
+            _validate_gradient_target(cfg, name, t)
     tr = cfg.training
     for f in dataclasses.fields(tr):
         _check_choice("training", f.name, getattr(tr, f.name), "training")
@@ -277,6 +285,29 @@ def _validate(cfg: Config) -> None:
     split = cfg.data.split
     if len(split) != 3 or any(s < 0 for s in split) or abs(sum(split) - 1) > 1e-6:
         raise ConfigError(f"data.split must be three non-negative fractions summing to 1, got {list(split)}")
+
+
+def _validate_gradient_target(cfg: Config, name: str, t: TargetConfig) -> None:
+    """A target ``gradient_of`` an energy: per-atom rank 1, the energy a summed scalar."""
+    where = f"targets.{name}.gradient_of"
+    energy = cfg.targets.get(t.gradient_of)
+    if energy is None:
+        close = difflib.get_close_matches(t.gradient_of, list(cfg.targets), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; the targets are {', '.join(cfg.targets)}"
+        raise ConfigError(f"{where}: no target named {t.gradient_of!r}{hint}")
+    if (t.level, t.rank) != ("atom", 1):
+        raise ConfigError(f"{where}: a gradient with respect to the positions is a per-atom vector; set "
+                          f"targets.{name}.level: atom and rank: 1 (got level {t.level}, rank {t.rank})")
+    if energy.gradient_of is not None or (energy.level, energy.rank, energy.reduce) != ("structure", 0, "sum"):
+        raise ConfigError(f"{where}: {t.gradient_of!r} must be an energy, a structure target of rank 0 summed over "
+                          f"atoms (level: structure, rank: 0, reduce: sum), got level {energy.level}, rank "
+                          f"{energy.rank}, reduce {energy.reduce}")
+    if t.sum_rule or t.sum_rule_weight or t.symmetry:
+        raise ConfigError(f"targets.{name}: sum_rule, sum_rule_weight and symmetry do not apply to a gradient target "
+                          "(minus the gradient of a translation-invariant energy sums to zero exactly)")
+    if cfg.model.checkpoint == "chunks":
+        raise ConfigError(f"{where}: model.checkpoint: chunks cannot differentiate twice (the loss on forces needs "
+                          "the gradient of a gradient); use model.checkpoint: blocks or none")
 
 
 def load_config(source: Any, overrides: list[str] | None = None) -> Config:

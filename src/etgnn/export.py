@@ -24,6 +24,12 @@ units of the training data.  The metadata (JSON in the archive's extra file ``et
 read it with ``torch.export.load(path, extra_files={"etgnn.json": ""})``) gives the cutoffs,
 dtype, targets (level, rank, unit) and the input order above.
 
+Targets that are gradients (``gradient_of``, e.g. conservative forces ``-dE/dR``) are not outputs
+of the program (``torch.export`` cannot trace a derivative inside it): the metadata lists them under
+``gradients`` (``{"forces": {"of": "energy"}}``), and the caller takes them with autograd, which
+runs through the loaded program: ``positions.requires_grad_()``, then
+``forces = -torch.autograd.grad(out["energy"], positions)[0]`` (``examples/run_exported.py``).
+
 The exported program is one pass over the whole structure (no chunking): its memory grows with the
 structure like ``model.chunk_triplets: null``.
 """
@@ -62,7 +68,7 @@ class ExportWrapper(nn.Module):
             K.BATCH: torch.zeros(n_atoms, dtype=torch.int64, device=positions.device),
             K.N_ATOMS: torch.full((1,), n_atoms, dtype=torch.int64, device=positions.device),
         }
-        out = self.model(batch)
+        out = self.model.forward_tensors(batch)  # gradient targets: -d/dR of an output (module doc)
         return {name: v if self.model.heads[name].level == "atom" else v[0] for name, v in out.items()}
 
 
@@ -90,7 +96,9 @@ def metadata(model) -> dict:
         "format": "etgnn-export-1", "etgnn_version": __version__, "torch_version": torch.__version__,
         "cutoff": m.cutoff, "triplet_cutoff": m.triplet_cutoff, "dtype": m.dtype, "inputs": list(INPUT_NAMES),
         "targets": {name: {"level": t.level, "rank": t.rank, "unit": t.unit, "key": t.key}
-                    for name, t in model.config.targets.items()},
+                    for name, t in model.config.targets.items() if t.gradient_of is None},
+        "gradients": {name: {"of": t.gradient_of, "level": t.level, "rank": t.rank, "unit": t.unit, "key": t.key}
+                      for name, t in model.config.targets.items() if t.gradient_of is not None},
     }
 
 

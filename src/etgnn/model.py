@@ -101,14 +101,63 @@ class ETGNN(nn.Module):
         return edge_geometry(batch, self.backbone.cutoff_fn, self.backbone.triplet_cutoff_fn)
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        batch = self.geometry(batch)
+        if not self.gradient_targets:
+            return self.forward_tensors(batch)
+        # conservative targets (F = -dE/dR): the one place a gradient is taken.  With gradients
+        # enabled (training) the forces keep their graph, so a loss on them trains the weights.
+        keep_graph = torch.is_grad_enabled()
+        with torch.enable_grad():
+            pos = batch[K.POSITIONS]
+            pos = pos if pos.requires_grad else pos.detach().requires_grad_(True)
+            batch = self.geometry({**batch, K.POSITIONS: pos})
+            energies = sorted(set(self.gradient_targets.values()))
+            out, grads = self._tensors(batch, grad_of=energies, wrt=pos, create_graph=keep_graph)
+        for name, energy in self.gradient_targets.items():
+            out[name] = self.heads[name](grads[energy])
+        return out if keep_graph else {name: value.detach() for name, value in out.items()}
+
+    def forward_tensors(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The targets with a head of their own (every target but the ``gradient_of`` ones) of a
+        batch from :func:`etgnn.data.batch.collate`; differentiable in the positions."""
+        return self._tensors(self.geometry(batch))
+
+    @property
+    def gradient_targets(self) -> dict[str, str]:
+        """``{target: energy target}`` of the targets that are ``-d(energy)/dR``."""
+        return {name: t.config.gradient_of for name, t in self.targets.items() if t.config.gradient_of}
+
+    def _tensors(self, batch: dict[str, Tensor], grad_of: Sequence[str] = (), wrt: Tensor | None = None,
+                 create_graph: bool = False) -> tuple[dict[str, Tensor], dict[str, Tensor]] | dict[str, Tensor]:
+        """Every tensor head on a batch with geometry; with ``grad_of`` also ``{energy: dE/d wrt}``.
+
+        Large batches run chunk by chunk (:mod:`etgnn.nn.chunking`).  Without ``create_graph``
+        (inference) each chunk's energy gradient is taken and its graph freed before the next
+        chunk, so memory stays bounded with forces too.
+        """
+        heads = {name: head for name, head in self.heads.items() if name not in self.gradient_targets}
         chunk, ckpt = self.config.model.chunk_triplets, self.config.model.checkpoint == "chunks"
-        ckpt = ckpt and torch.is_grad_enabled()
+        ckpt = ckpt and torch.is_grad_enabled() and not grad_of
+        grads = {}
         if chunk is not None and (batch[K.TRIPLET_A].shape[0] > chunk or ckpt):  # exact, bounded memory
-            raw = chunked_atom_tensors(self.backbone, self.heads, batch, chunk, checkpoint=ckpt)
-            return {name: head(None, batch, raw=raw[name]) for name, head in self.heads.items()}
-        feats = self.backbone(batch)
-        return {name: head(feats, batch) for name, head in self.heads.items()}
+            after_chunk = None
+            if grad_of and not create_graph:
+                grads = {e: torch.zeros_like(wrt) for e in grad_of}
+
+                def after_chunk(raw: dict[str, Tensor]) -> dict[str, Tensor]:
+                    for e in grad_of:  # E = scale * sum(raw) + constant shifts
+                        grads[e] += _gradient(raw[e].sum(), wrt, retain_graph=True) * heads[e].scale.to(wrt.dtype)
+                    return {name: value.detach() for name, value in raw.items()}
+
+            raw = chunked_atom_tensors(self.backbone, heads, batch, chunk, checkpoint=ckpt, after_chunk=after_chunk)
+            out = {name: head(None, batch, raw=raw[name]) for name, head in heads.items()}
+        else:
+            feats = self.backbone(batch)
+            out = {name: head(feats, batch) for name, head in heads.items()}
+        if grad_of and not grads:
+            for k, e in enumerate(grad_of):
+                keep = create_graph or k < len(grad_of) - 1
+                grads[e] = _gradient(out[e].sum(), wrt, create_graph=create_graph, retain_graph=keep)
+        return (out, grads) if grad_of else out
 
     # ------------------------------------------------------------------ numpy API
     def graph(self, atoms: Atoms, where: str = "structure") -> dict[str, np.ndarray]:
@@ -187,6 +236,14 @@ class ETGNN(nn.Module):
     def save(self, path: str | os.PathLike) -> None:
         """Write the model to ``path`` atomically (temporary file + rename)."""
         save_atomic(self.checkpoint(), path)
+
+
+def _gradient(y: Tensor, x: Tensor, create_graph: bool = False, retain_graph: bool = False) -> Tensor:
+    """dy/dx of a scalar ``y``; zeros where ``y`` does not depend on ``x`` (e.g. an isolated atom)."""
+    if not y.requires_grad:
+        return torch.zeros_like(x)
+    g, = torch.autograd.grad(y, x, create_graph=create_graph, retain_graph=retain_graph, allow_unused=True)
+    return torch.zeros_like(x) if g is None else g
 
 
 def save_atomic(obj, path: str | os.PathLike) -> None:

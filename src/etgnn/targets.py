@@ -62,7 +62,8 @@ class Target:
 
     def __repr__(self) -> str:
         c = self.config
-        flags = "".join([", sum_rule" if c.sum_rule else "",
+        flags = "".join([f", -d({c.gradient_of})/dR" if c.gradient_of else "",
+                         ", sum_rule" if c.sum_rule else "",
                          f", sum_rule_weight {c.sum_rule_weight:g}" if c.sum_rule_weight else "",
                          f", symmetry {c.symmetry}" if c.symmetry else "",
                          f", {c.reduce} over atoms" if c.level == "structure" and c.reduce != "mean" else ""])
@@ -110,7 +111,8 @@ class Target:
 
     # ------------------------------------------------------------------ head
     def build_head(self, model: ModelConfig, statistics=None):
-        """The :class:`etgnn.nn.heads.TensorHead` of this target.
+        """The :class:`etgnn.nn.heads.TensorHead` of this target (a
+        :class:`etgnn.nn.response.NegativeGradient` for a ``gradient_of`` target).
 
         Args:
             model: the model settings (widths, activation).
@@ -118,8 +120,11 @@ class Target:
                 (unit scale, no shift: an untrained model).
         """
         from .nn.heads import TensorHead
+        from .nn.response import NegativeGradient
 
         c = self.config
+        if c.gradient_of is not None:  # -dE/dR, taken by ETGNN.forward
+            return NegativeGradient(c.gradient_of, scale=statistics.scale if statistics is not None else 1.0)
         return TensorHead(
             rank=c.rank, level=c.level, reduce=c.reduce, hidden_channels=model.hidden_channels,
             triplet_channels=model.triplet_channels, activation=model.activation, isotropic=c.isotropic,

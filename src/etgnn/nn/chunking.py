@@ -121,7 +121,7 @@ def _chunk_forward(backbone, heads, keys, numbers, edge_index, centre, pick, anc
 
 
 def chunked_atom_tensors(backbone, heads, batch: dict[str, Tensor], chunk_triplets: int,
-                         checkpoint: bool = False) -> dict[str, Tensor]:
+                         checkpoint: bool = False, after_chunk=None) -> dict[str, Tensor]:
     """Raw per-atom tensors of every head (``TensorHead.atom_tensors``), computed chunk by chunk.
 
     Args:
@@ -132,6 +132,8 @@ def chunked_atom_tensors(backbone, heads, batch: dict[str, Tensor], chunk_triple
         checkpoint: recompute each chunk in backward instead of storing its activations
             (reentrant ``torch.utils.checkpoint``, which records nothing in forward): training
             memory stays that of one chunk, whatever the structure size.
+        after_chunk: ``after_chunk({name: chunk's raw tensors}) -> {name: tensors kept}``, called
+            once per chunk (e.g. to take a gradient chunk by chunk and keep detached values).
 
     Returns:
         ``{name: (n_atoms, 3**rank)}``, equal to the unchunked ``atom_tensors`` to round-off.
@@ -161,5 +163,8 @@ def chunked_atom_tensors(backbone, heads, batch: dict[str, Tensor], chunk_triple
                                                     *sub.values(), use_reentrant=True)
         else:
             out = _chunk_forward(backbone, heads, keys, *args, None, *sub.values())
+        if after_chunk is not None:
+            kept = after_chunk(dict(zip(names, out)))
+            out = tuple(kept[name] for name in names)
         parts.append(out)
     return {name: torch.cat([p[k] for p in parts]) for k, name in enumerate(names)}
