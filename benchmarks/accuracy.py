@@ -68,6 +68,24 @@ SETS = {
                  ("born_charges", "mae_offdiag"): (0.093, "MACE-Field, this validation split; test split 0.085"),
                  ("polarisability", "mae_diag"): (0.058, "MACE-Field, test split"),
                  ("polarisability", "mae_offdiag"): (0.0033, "MACE-Field, test split")}),
+    "mp_joint": dict(
+        config="mp_dielectric_bec_piezo.yaml", train="mp_dielectric/train_extra.xyz",
+        test=("file", "mp_dielectric/train.xyz"),
+        targets={"born_charges": "REF_becs", "polarisability": "REF_polarisability"},
+        extra_targets={"polarisability": {"level": "structure", "rank": 2, "reduce": "mean", "symmetry": "ij=ji"}},
+        metrics=("mae", "mae_diag", "mae_offdiag"), sum_rule_split=True,
+        joint=dict(file="phonondb_bec_eps/train.xyz",
+                   targets={"born_charges_pbesol": "becs", "polarisability_pbesol": "eps"},
+                   settings={"born_charges_pbesol": {"level": "atom", "rank": 2, "sum_rule": True, "unit": "e"},
+                             "polarisability_pbesol": {"level": "structure", "rank": 2, "reduce": "mean",
+                                                       "symmetry": "ij=ji"}},
+                   transform={"polarisability_pbesol": lambda eps: (eps - np.eye(3)) / (4 * np.pi)}),
+        note="The mp protocol, trained jointly with the phonondb crystals (PBEsol DFPT) through heads of "
+             "their own (a per-data-set head on one shared backbone); scored on the MP test split only.",
+        anchors={("born_charges", "mae_diag"): (0.210, "MACE-Field, this validation split (~4.8k train); test split 0.213"),
+                 ("born_charges", "mae_offdiag"): (0.093, "MACE-Field, this validation split; test split 0.085"),
+                 ("polarisability", "mae_diag"): (0.058, "MACE-Field, test split"),
+                 ("polarisability", "mae_offdiag"): (0.0033, "MACE-Field, test split")}),
     "mlearn_si": dict(
         config="mlearn_si_forces.yaml", train="mlearn/Si_training.json", test=0.2,
         targets={"energy": "outputs.energy", "forces": "outputs.forces"}, metrics=("mae",),
@@ -132,8 +150,14 @@ def read_labelled(path: Path, targets: dict, tcfg: dict) -> tuple[list[ase.Atoms
     return atoms, labels
 
 
-def write_labelled(path: Path, atoms: list, labels: dict, idx) -> None:
-    """Bare structures ``atoms[idx]`` with each label flattened under the name ``y_<target>``."""
+def write_labelled(path: Path, atoms: list, labels: dict, idx, extra_frames: list = ()) -> None:
+    """Bare structures ``atoms[idx]`` with each label flattened under the name ``y_<target>``
+    (then ``extra_frames``, already in that form)."""
+    ase.io.write(path, labelled_frames(atoms, labels, idx) + list(extra_frames), format="extxyz")
+
+
+def labelled_frames(atoms: list, labels: dict, idx) -> list:
+    """:func:`write_labelled`'s frames."""
     frames = []
     for i in idx:
         a = ase.Atoms(numbers=atoms[i].numbers, positions=atoms[i].positions, cell=atoms[i].cell,
@@ -145,7 +169,34 @@ def write_labelled(path: Path, atoms: list, labels: dict, idx) -> None:
             else:
                 a.info[f"y_{name}"] = v.ravel()
         frames.append(a)
-    ase.io.write(path, frames, format="extxyz")
+    return frames
+
+
+def material_key(atoms) -> tuple[str, int]:
+    """(reduced formula, space-group number at symprec 0.1): the same material in two databases."""
+    import spglib
+    from pymatgen.core import Composition
+
+    cell = (atoms.cell[:], atoms.get_scaled_positions(), atoms.numbers)
+    dataset = spglib.get_symmetry_dataset(cell, symprec=0.1)
+    number = int(dataset.number) if dataset is not None else 0
+    return Composition(atoms.get_chemical_formula()).reduced_formula, number
+
+
+def joint_frames(spec: dict, data_dir: Path, test_atoms: list) -> tuple[list, dict]:
+    """Frames of the second data set of a joint protocol (``spec["joint"]``), its labels written
+    under its own target names; the structures of the same materials as any test structure
+    (:func:`material_key`) are left out.  Returns (frames, summary)."""
+    joint = spec["joint"]
+    src = data_dir / joint["file"]
+    atoms, labels = read_labelled(src, joint["targets"], joint["settings"])
+    for name, fn in joint.get("transform", {}).items():
+        labels[name] = [fn(v) for v in labels[name]]
+    test_keys = {material_key(a) for a in test_atoms}
+    keep = [i for i, a in enumerate(atoms) if material_key(a) not in test_keys]
+    summary = {"file": joint["file"], "n_structures": len(atoms), "n_used": len(keep),
+               "n_excluded_test_materials": len(atoms) - len(keep), "targets": list(joint["targets"])}
+    return labelled_frames(atoms, labels, keep), summary
 
 
 def baseline(train_atoms: list, train_values: list, test_atoms: list, level: str) -> list:
@@ -153,9 +204,14 @@ def baseline(train_atoms: list, train_values: list, test_atoms: list, level: str
 
     level ``"atom"``: each atom gets the mean (3, ...) tensor of its element over the labelled
     training atoms (the mean over all labelled training atoms for an element with none);
+    ``"extensive"`` (a structure total such as an energy): the mean per atom times the atoms;
     ``"structure"``: the mean tensor of the labelled training structures.  Unlabelled entries (NaN
     rows) are left out.
     """
+    if level == "extensive":  # a total (energy): the mean per atom times the number of atoms
+        v = np.stack(train_values) / np.array([len(a) for a in train_atoms])
+        mean = v[labelled(v)].mean(axis=0)
+        return [mean * len(a) for a in test_atoms]
     if level != "atom":
         v = np.stack(train_values)
         mean = v[labelled(v)].mean(axis=0)
@@ -169,13 +225,14 @@ def baseline(train_atoms: list, train_values: list, test_atoms: list, level: str
     return [np.stack([means.get(int(e), overall) for e in a.numbers]) for a in test_atoms]
 
 
-def scores(pred: list, ref: list, metrics, level: str = "structure") -> dict:
+def scores(pred: list, ref: list, metrics, level: str = "structure", n_atoms=None) -> dict:
     """Metrics of predictions against references, one array per structure: level ``"atom"``
     (n_atoms, 3, ...), ``"structure"`` (3, ...).
 
     mae: mean |error| over every component; mae_diag / mae_offdiag (rank >= 2): over the
     components with equal / unequal last two indices; rel_rmse: 100 * RMSE / RMS deviation of the
-    references from their mean (per component, pooled), in percent (SA-GPR's "% RMSE").
+    references from their mean (per component, pooled), in percent (SA-GPR's "% RMSE");
+    mae_per_atom (structure scalars such as a total energy, with ``n_atoms``): mean |error| / atoms.
     Unlabelled references (NaN rows: atoms without a label) are left out.
     """
     join = np.concatenate if level == "atom" else np.stack
@@ -192,6 +249,8 @@ def scores(pred: list, ref: list, metrics, level: str = "structure") -> dict:
             out[m] = float(np.abs(err[..., diag if m == "mae_diag" else ~diag]).mean())
         elif m == "rel_rmse":
             out[m] = float(100 * np.sqrt((err ** 2).mean() / ((r - r.mean(axis=0)) ** 2).mean()))
+        elif m == "mae_per_atom" and level == "structure" and err.ndim == 1 and n_atoms is not None:
+            out[m] = float(np.abs(err / np.asarray(n_atoms, dtype=float)[keep]).mean())
     return out
 
 
@@ -221,6 +280,10 @@ def set_config(spec: dict, train_file: Path, test_file: Path, run_dir: Path, min
                 split=[0.8, 0.2, 0.0], split_seed=SEED)
     tr = cfg.setdefault("training", {})
     tr.update(max_time=float(minutes), progress=False)
+    for name, t in spec.get("joint", {}).get("settings", {}).items():  # a second data set's own heads
+        cfg["targets"][name] = dict(t, key=f"y_{name}")
+    if "joint" in spec:  # the test file lacks the second set's labels; it is scored here, not by train()
+        data["test"] = None
     cfg["run_dir"] = str(run_dir)
     return apply_overrides(cfg, list(overrides))
 
@@ -275,7 +338,10 @@ def run_set(name: str, spec: dict, data_dir: Path, minutes: float, quick: bool, 
     folder = work / name
     folder.mkdir(parents=True)
     train_file, test_file = folder / "pool.extxyz", folder / "test.extxyz"
-    write_labelled(train_file, atoms, labels, pool)
+    extra, joint = ([], None) if "joint" not in spec else joint_frames(spec, data_dir, [t_atoms[i] for i in test])
+    if quick:
+        extra = extra[: QUICK["pool"] // 2]
+    write_labelled(train_file, atoms, labels, pool, extra_frames=extra)
     write_labelled(test_file, t_atoms, t_labels, test)
     cfg = set_config(spec, train_file, test_file, folder / "run", minutes, overrides)
     t0 = time.perf_counter()
@@ -293,13 +359,15 @@ def run_set(name: str, spec: dict, data_dir: Path, minutes: float, quick: bool, 
     unseen = int(sum(not set(t_atoms[i].numbers.tolist()) <= seen for i in test))
     rec = {"set": name, "config": f"examples/{spec['config']}", "data": spec["train"],
            "test_data": spec["test"][1] if test_src is not None else f"held out of {spec['train']}",
-           "n_pool": int(len(pool)), "n_train": int(round(0.8 * len(pool))),
-           "n_val": int(len(pool) - round(0.8 * len(pool))), "n_test": int(len(test)),
+           "n_pool": int(len(pool) + len(extra)), "n_train": int(round(0.8 * (len(pool) + len(extra)))),
+           "n_val": int(len(pool) + len(extra) - round(0.8 * (len(pool) + len(extra)))), "n_test": int(len(test)),
            "n_test_unseen_elements": unseen,
            "split_seed": SEED, "budget_min": minutes, "epochs": result.epochs_run,
            "best_epoch": result.best_epoch, "stopped": result.stopped, "wall_s": round(wall, 1),
            "note": spec.get("note", ""), "model": cfg["model"], "training": cfg["training"],
            "overrides": list(overrides), "targets": {}}
+    if joint is not None:
+        rec["joint"] = joint
     if spec.get("sum_rule_split"):
         rec["sum_rule_threshold_e"] = SUM_RULE_THRESHOLD
         rec["train_rows_dropped_sum_rule"] = dropped_train
@@ -307,11 +375,14 @@ def run_set(name: str, spec: dict, data_dir: Path, minutes: float, quick: bool, 
         level = tcfg[tname]["level"]
         ref = [t_labels[tname][i] for i in test]
         pr = [p[tname] for p in preds] if preds is not None else None
+        extensive = level == "structure" and tcfg[tname].get("reduce") == "sum" and tcfg[tname]["rank"] == 0
         base = baseline([atoms[i] for i in pool], [labels[tname][i] for i in pool],
-                        [t_atoms[i] for i in test], level)
+                        [t_atoms[i] for i in test], "extensive" if extensive else level)
+        n_test = [len(t_atoms[i]) for i in test]
+        metrics = spec["metrics"] + (("mae_per_atom",) if extensive else ())
         entry = {"unit": spec.get("units", {}).get(tname, tcfg[tname].get("unit", "")),
-                 "etgnn": scores(pr, ref, spec["metrics"], level) if pr else dict.fromkeys(spec["metrics"]),
-                 "baseline": scores(base, ref, spec["metrics"], level)}
+                 "etgnn": scores(pr, ref, metrics, level, n_test) if pr else dict.fromkeys(metrics),
+                 "baseline": scores(base, ref, metrics, level, n_test)}
         if spec.get("sum_rule_split") and level == "atom":
             ok = np.array([acoustic_sum_violation(r) <= SUM_RULE_THRESHOLD for r in ref])
             entry["n_test_sum_rule_ok"] = int(ok.sum())
@@ -331,7 +402,7 @@ def run_set(name: str, spec: dict, data_dir: Path, minutes: float, quick: bool, 
 
 
 METRIC_LABEL = {"mae": "MAE (all components)", "mae_diag": "MAE diagonal (xx, yy, zz)",
-                "mae_offdiag": "MAE off-diagonal", "rel_rmse": "relative RMSE, %"}
+                "mae_offdiag": "MAE off-diagonal", "rel_rmse": "relative RMSE, %", "mae_per_atom": "MAE per atom"}
 
 
 def _fmt(x) -> str:
@@ -350,6 +421,13 @@ def set_markdown(rec: dict) -> list[str]:
              f"{rec['budget_min']:g} min, {rec['epochs']} epochs (best {rec['best_epoch']}, stopped: "
              f"{rec['stopped']}), {rec['wall_s']:.0f} s wall including graph building"
              f"{'; NO epoch finished within the budget: baseline only' if rec['best_epoch'] < 0 else ''}.", ""]
+    if rec.get("joint"):
+        j = rec["joint"]
+        lines += [f"Joint training: {j['n_used']} structures of `{j['file']}` added to the training pool with their "
+                  f"own heads ({', '.join(f'`{t}`' for t in j['targets'])}; the labels of one data set are absent "
+                  f"from the other's structures); {j['n_excluded_test_materials']} of its {j['n_structures']} "
+                  "structures are the same materials as test structures (reduced formula and space group) and "
+                  "were left out.", ""]
     if rec.get("overrides"):
         lines += ["Overrides of the example config: " + ", ".join(f"`{o}`" for o in rec["overrides"]) + ".", ""]
     if rec.get("note"):

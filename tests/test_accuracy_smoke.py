@@ -78,6 +78,48 @@ def test_baseline_per_element_mean_and_structure_mean(acc):
     np.testing.assert_allclose(acc.baseline(train, eps, test, "structure")[0], 2 * np.eye(3))
 
 
+def test_total_energy_metric_and_baseline_are_per_atom(acc):
+    """An extensive scalar (a total energy): baseline = training mean per atom x atoms, and the
+    per-atom MAE divides each structure's error by its atom count."""
+    train = [Atoms("Si2", positions=[[0, 0, 0], [2, 0, 0]]), Atoms("Si4", positions=np.eye(4, 3) * 3)]
+    energies = [np.array(-10.0), np.array(-24.0)]  # -5 and -6 eV per atom: mean -5.5
+    test = [Atoms("Si3", positions=np.eye(3) * 3), Atoms("Si", positions=[[0, 0, 0]])]
+    base = acc.baseline(train, energies, test, "extensive")
+    np.testing.assert_allclose(base, [-16.5, -5.5])
+    s = acc.scores(base, [np.array(-15.0), np.array(-5.0)], ("mae", "mae_per_atom"), "structure", n_atoms=[3, 1])
+    assert s["mae"] == pytest.approx((1.5 + 0.5) / 2) and s["mae_per_atom"] == pytest.approx((0.5 + 0.5) / 2)
+    assert "mae_per_atom" not in acc.scores([np.zeros((2, 3))], [np.ones((2, 3))], ("mae", "mae_per_atom"), "atom")
+
+
+def test_joint_training_leaves_out_the_test_materials(acc):
+    """The same material in two databases (reduced formula and space group) is found whatever the
+    cell, and a joint protocol drops it from the added training structures."""
+    from ase.build import bulk
+
+    rocksalt = bulk("NaCl", "rocksalt", a=5.64)
+    assert acc.material_key(rocksalt) == acc.material_key(bulk("NaCl", "rocksalt", a=5.5, cubic=True)) == ("NaCl", 225)
+    assert acc.material_key(bulk("NaCl", "cesiumchloride", a=3.4)) == ("NaCl", 221)
+    assert acc.material_key(bulk("Si", "diamond", a=5.43)) != acc.material_key(bulk("Ge", "diamond", a=5.65))
+    import ase.io
+
+    tmp = Path(__import__("tempfile").mkdtemp())
+    second = [bulk("NaCl", "rocksalt", a=5.7, cubic=True), bulk("NaCl", "cesiumchloride", a=3.4),
+              bulk("Si", "diamond", a=5.43)]
+    for a in second:
+        a.arrays["becs"] = np.tile(np.eye(3).reshape(1, 9), (len(a), 1))
+        a.info["eps"] = 2.0 * np.eye(3).reshape(9)
+    ase.io.write(tmp / "second.xyz", second, format="extxyz")
+    spec = {"joint": dict(file="second.xyz", targets={"b2": "becs", "p2": "eps"},
+                          settings={"b2": {"level": "atom", "rank": 2}, "p2": {"level": "structure", "rank": 2}},
+                          transform={"p2": lambda eps: (eps - np.eye(3)) / (4 * np.pi)})}
+    frames, summary = acc.joint_frames(spec, tmp, [rocksalt])
+    assert summary == {"file": "second.xyz", "n_structures": 3, "n_used": 2, "n_excluded_test_materials": 1,
+                       "targets": ["b2", "p2"]}
+    assert [f.get_chemical_formula() for f in frames] == ["ClNa", "Si2"]
+    np.testing.assert_allclose(frames[0].info["y_p2"], (np.eye(3) / (4 * np.pi)).ravel())
+    assert frames[1].arrays["y_b2"].shape == (2, 9)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not (DATA / "spice_dipeptides").is_dir() or not (DATA / "mp_dielectric").is_dir(),
                     reason="../shared/data (spice_dipeptides, mp_dielectric) absent")
