@@ -120,7 +120,9 @@ SETS = {
              "metrics, which count labelled atoms only. Baseline: the mean tensor of the labelled training "
              "atoms (all Si). Issue 10 quotes no published number: anchor left empty."),
 }
-QUICK = dict(minutes=0.2, pool=40, test=10)
+#: --quick: small subsets, at most ``epochs`` epochs within ``minutes`` (the epoch cap keeps it short on
+#: an idle machine, the time leaves room for an epoch on a loaded one)
+QUICK = dict(minutes=1.0, epochs=2, pool=40, test=10)
 
 
 def hardware() -> dict:
@@ -343,7 +345,8 @@ def run_set(name: str, spec: dict, data_dir: Path, minutes: float, quick: bool, 
         extra = extra[: QUICK["pool"] // 2]
     write_labelled(train_file, atoms, labels, pool, extra_frames=extra)
     write_labelled(test_file, t_atoms, t_labels, test)
-    cfg = set_config(spec, train_file, test_file, folder / "run", minutes, overrides)
+    cfg = set_config(spec, train_file, test_file, folder / "run", minutes,
+                     list(overrides) + ([f"training.max_epochs={QUICK['epochs']}"] if quick else []))
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -421,6 +424,15 @@ def set_markdown(rec: dict) -> list[str]:
              f"{rec['budget_min']:g} min, {rec['epochs']} epochs (best {rec['best_epoch']}, stopped: "
              f"{rec['stopped']}), {rec['wall_s']:.0f} s wall including graph building"
              f"{'; NO epoch finished within the budget: baseline only' if rec['best_epoch'] < 0 else ''}.", ""]
+    if rec.get("source_run"):
+        src = rec["source_run"]
+        lines += [f"From `{src['command']}` ({src['date']}; {src['hardware'].get('cpu')}, "
+                  f"{rec.get('torch_threads', src['hardware'].get('torch_threads'))} torch thread(s), load "
+                  f"{rec.get('load_average_1min_at_start', src['hardware'].get('load_average_1min_at_start'))} "
+                  "at the start).", ""]
+    elif rec.get("torch_threads") is not None:
+        lines += [f"{rec['torch_threads']} torch thread(s), 1-min load average {rec['load_average_1min_at_start']} "
+                  "when the set started.", ""]
     if rec.get("joint"):
         j = rec["joint"]
         lines += [f"Joint training: {j['n_used']} structures of `{j['file']}` added to the training pool with their "
@@ -461,12 +473,21 @@ def write_report(out: Path, records: list, meta: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "accuracy.json").write_text(json.dumps({"meta": meta, "sets": records}, indent=1) + "\n")
     hw = meta["hardware"]
-    lines = ["# Accuracy on the shared data sets", "",
-             f"Command: `{meta['command']}` ({meta['date']}). Hardware: {hw['cpu']}, {hw['logical_cores']} "
-             f"logical cores, {hw['torch_threads']} torch thread(s) (OMP_NUM_THREADS={hw['OMP_NUM_THREADS']}), "
-             f"torch {hw['torch']}, 1-min load average {hw['load_average_1min_at_start']} at the start "
-             f"(a shared machine: other jobs slow the wall-clock budget down). Budget {meta['minutes']:g} min of training per set"
-             f"{' (--quick: small subsets, fields only, numbers meaningless)' if meta['quick'] else ''}.", "",
+    if meta.get("combined_from"):
+        budget = (f"Budget {meta['minutes']:g} min of training per set" if meta["minutes"] == meta["minutes"]
+                  else "Budgets differ per set (below)")
+        head = (f"Combined by `{meta['command']}` ({meta['date']}) from the runs in "
+                f"{', '.join(f'`{d}`' for d in meta['combined_from'])}; each set names the command, date, threads "
+                f"and load of the run it comes from. Hardware: {hw['cpu']}, {hw['logical_cores']} logical cores, "
+                f"torch {hw['torch']} (a shared machine: other jobs slow the wall-clock budget down). {budget}.")
+    else:
+        jobs = f", {meta['jobs']} sets at a time" if meta.get("jobs", 1) > 1 else ""
+        head = (f"Command: `{meta['command']}` ({meta['date']}). Hardware: {hw['cpu']}, {hw['logical_cores']} "
+                f"logical cores, {hw['torch_threads']} torch thread(s) (OMP_NUM_THREADS={hw['OMP_NUM_THREADS']}){jobs}, "
+                f"torch {hw['torch']}, 1-min load average {hw['load_average_1min_at_start']} at the start "
+                f"(a shared machine: other jobs slow the wall-clock budget down). Budget {meta['minutes']:g} min of "
+                f"training per set{' (--quick: small subsets, fields only, numbers meaningless)' if meta['quick'] else ''}.")
+    lines = ["# Accuracy on the shared data sets", "", head, "",
              meta.get("note", ""), "",
              "Protocol: the example config trains on the non-test structures (80 % train, 20 % validation "
              "for early stopping and learning-rate decay); the best checkpoint predicts the held-out test "
@@ -487,7 +508,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sets", nargs="+", choices=list(SETS), default=list(SETS))
     ap.add_argument("--minutes", type=float, default=60.0, help="training budget per set (minutes)")
     ap.add_argument("--quick", action="store_true",
-                    help=f"{QUICK['minutes']} min, {QUICK['pool']} training + {QUICK['test']} test structures per set")
+                    help=f"at most {QUICK['epochs']} epochs in {QUICK['minutes']} min, {QUICK['pool']} training + "
+                         f"{QUICK['test']} test structures per set")
     ap.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--out", type=Path, default=None,
                     help="output folder (default benchmarks/results; with --quick benchmarks/results/quick, "
@@ -497,27 +519,90 @@ def main(argv=None) -> int:
                     help="config overrides for every set, e.g. training.lr_schedule=cosine (recorded in the results)")
     ap.add_argument("--keep-runs", type=Path, default=None,
                     help="copy each set's run folder (checkpoints, log.csv, metrics) here")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="sets trained at once, each in its own process with cores/jobs torch threads "
+                         "(2 on a 2-core machine: every set on one core, half the wall time)")
+    ap.add_argument("--combine", nargs="+", type=Path, default=None, metavar="DIR",
+                    help="no training: merge the accuracy.json of earlier runs (a later DIR's record of a set "
+                         "replaces an earlier one's) into OUT/accuracy.md and .json")
     args = ap.parse_args(argv)
     minutes = QUICK["minutes"] if args.quick else args.minutes
     if args.out is None:
         args.out = ROOT / "benchmarks" / "results" / ("quick" if args.quick else "")
-    meta = {"command": shlex.join(["python", "benchmarks/accuracy.py", *(argv if argv is not None else sys.argv[1:])]),
-            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "minutes": minutes,
-            "quick": args.quick, "hardware": hardware(), "note": args.note}
-    records = []
+    command = shlex.join(["python", "benchmarks/accuracy.py", *(argv if argv is not None else sys.argv[1:])])
+    if args.combine:
+        return combine(args.combine, args.out, command, args.note)
+    meta = {"command": command, "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "minutes": minutes, "quick": args.quick, "hardware": hardware(), "note": args.note, "jobs": args.jobs}
+    records: dict = {}
     with tempfile.TemporaryDirectory(prefix="etgnn_accuracy_") as tmp:
-        for name in args.sets:
-            print(f"[accuracy] {name} ...", flush=True)
-            rec = run_set(name, SETS[name], args.data_dir, minutes, args.quick, Path(tmp), args.override)
-            if args.keep_runs is not None and (Path(tmp) / name / "run").is_dir():
-                import shutil
+        jobs = [(name, args.data_dir, minutes, args.quick, Path(tmp), args.override, args.keep_runs)
+                for name in args.sets]
+        if args.jobs > 1:
+            import concurrent.futures as cf
+            import multiprocessing as mp
 
-                shutil.copytree(Path(tmp) / name / "run", args.keep_runs / name, dirs_exist_ok=True)
-            records.append(rec)
-            write_report(args.out, records, meta)  # after every set: a killed run keeps what it has
-            print(f"[accuracy] {name}: " + (rec.get("skipped") or json.dumps(
-                {t: e["etgnn"] for t, e in rec["targets"].items()})), flush=True)
+            threads = max(1, (os.cpu_count() or 1) // args.jobs)
+            here = str(Path(__file__).resolve().parent)  # workers import this module by name (spawn)
+            if here not in sys.path:
+                sys.path.insert(0, here)
+            with cf.ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn"),
+                                        initializer=_worker_init, initargs=(threads,)) as pool:
+                futures = {pool.submit(_run_one, *job): job[0] for job in jobs}
+                for future in cf.as_completed(futures):
+                    _report_set(future.result(), records, args, meta)
+        else:
+            for job in jobs:
+                _report_set(_run_one(*job), records, args, meta)
     print(f"[accuracy] wrote {args.out / 'accuracy.md'} and {args.out / 'accuracy.json'}")
+    return 0
+
+
+def _worker_init(threads: int) -> None:
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
+
+
+def _run_one(name, data_dir, minutes, quick, work, overrides, keep_runs) -> dict:
+    """One set (in this process or a worker): its record, with the threads and load it ran with."""
+    print(f"[accuracy] {name} ...", flush=True)
+    load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+    rec = run_set(name, SETS[name], data_dir, minutes, quick, work, overrides)
+    rec["torch_threads"], rec["load_average_1min_at_start"] = torch.get_num_threads(), load
+    if keep_runs is not None and (work / name / "run").is_dir():
+        import shutil
+
+        shutil.copytree(work / name / "run", keep_runs / name, dirs_exist_ok=True)
+    return rec
+
+
+def _report_set(rec: dict, records: dict, args, meta: dict) -> None:
+    """Add a finished set and rewrite the report (a killed run keeps what it has), in --sets order."""
+    records[rec["set"]] = rec
+    write_report(args.out, [records[n] for n in args.sets if n in records], meta)
+    print(f"[accuracy] {rec['set']}: " + (rec.get("skipped") or json.dumps(
+        {t: e["etgnn"] for t, e in rec["targets"].items()})), flush=True)
+
+
+def combine(dirs: list, out: Path, command: str, note: str = "") -> int:
+    """Merge the records of earlier runs (``DIR/accuracy.json``) into ``out``; each set keeps the
+    command, date and hardware of the run that produced it."""
+    records: dict = {}
+    quick = False
+    for d in dirs:
+        doc = json.loads((Path(d) / "accuracy.json").read_text())
+        quick = quick or bool(doc["meta"].get("quick"))
+        for rec in doc["sets"]:
+            rec = dict(rec)
+            rec["source_run"] = {k: doc["meta"].get(k) for k in ("command", "date", "hardware", "minutes", "note")}
+            records[rec["set"]] = rec
+    order = [n for n in SETS if n in records]
+    minutes = sorted({records[n].get("budget_min") for n in order if records[n].get("budget_min") is not None})
+    meta = {"command": command, "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "minutes": minutes[0] if len(minutes) == 1 else float("nan"), "quick": quick,
+            "hardware": hardware(), "note": note, "combined_from": [str(d) for d in dirs]}
+    write_report(out, [records[n] for n in order], meta)
+    print(f"[accuracy] combined {len(order)} sets into {out / 'accuracy.md'}")
     return 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +21,10 @@ DATA = ROOT.parent / "shared" / "data"
 def acc():
     spec = importlib.util.spec_from_file_location("accuracy", ROOT / "benchmarks" / "accuracy.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules["accuracy"] = module  # --jobs pickles its worker functions by module name
     spec.loader.exec_module(module)
-    return module
+    yield module
+    sys.modules.pop("accuracy", None)
 
 
 def test_scores_split_diagonal_and_offdiagonal(acc):
@@ -146,5 +149,27 @@ def test_quick_run_writes_every_field(acc, tmp_path):
     nmr = recs["si_nmr"]["targets"]["shielding"]
     assert nmr["unit"] == "ppm" and all(np.isfinite(v) for v in nmr["baseline"].values())
     for text in ("### spice", "### mp", "### si_nmr", "MAE diagonal",
-                 "obeying the sum rule", "`pred_bec` column", "baseline", "anchor", "logical cores"):
+                 "obeying the sum rule", "`pred_bec` column", "baseline", "anchor", "logical cores",
+                 "torch thread(s), 1-min load average"):
         assert text in md, text
+    # --combine: the records of several runs in one report, each naming its run
+    assert acc.main(["--combine", str(tmp_path), "--out", str(tmp_path / "combined")]) == 0
+    combined = json.loads((tmp_path / "combined" / "accuracy.json").read_text())
+    assert [r["set"] for r in combined["sets"]] == ["mp", "spice", "si_nmr"]  # the protocol table's order
+    assert combined["sets"][0]["targets"] == recs["mp"]["targets"]
+    text = (tmp_path / "combined" / "accuracy.md").read_text()
+    assert text.count("From `python benchmarks/accuracy.py --quick --sets spice mp si_nmr") == 3
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (DATA / "water_monomer").is_dir() or not (DATA / "spice_dipeptides").is_dir(),
+                    reason="../shared/data (water_monomer, spice_dipeptides) absent")
+def test_quick_run_with_two_jobs(acc, tmp_path):
+    """--jobs 2: each set in its own process with cores / 2 threads; records in --sets order."""
+    assert acc.main(["--quick", "--sets", "water_monomer", "spice", "--data-dir", str(DATA),
+                     "--out", str(tmp_path), "--jobs", "2"]) == 0
+    doc = json.loads((tmp_path / "accuracy.json").read_text())
+    assert [r["set"] for r in doc["sets"]] == ["water_monomer", "spice"]  # whichever finished first
+    threads = max(1, (__import__("os").cpu_count() or 1) // 2)
+    assert all(r["torch_threads"] == threads and "targets" in r for r in doc["sets"])
+    assert doc["meta"]["jobs"] == 2 and "2 sets at a time" in (tmp_path / "accuracy.md").read_text()
