@@ -2,8 +2,8 @@
 
 The shared physics suite (equivariance, permutations, batches, supercells, space-group
 operations) covers the ``conservative_forces`` head of the test models too; here: the derivative
-itself by finite differences, chunked == unchunked, training through the second derivative,
-Table S1, energy conservation in MD, export and the config errors.
+itself by finite differences, chunked == unchunked, Table S1, energy conservation in MD, export
+and the config errors.  Training through the second derivative: tests/train/test_gradient_training.py.
 """
 
 from __future__ import annotations
@@ -64,43 +64,6 @@ def test_chunked_energy_and_forces_equal_one_pass(make_model, structures, assert
                                 allow_unused=True)
     assert any(x is not None and x.abs().max() > 0 for x in g), "no gradient reaches the backbone through the forces"
     assert_close(out["conservative_forces"].detach().numpy(), ref["conservative_forces"], 1e-12, "training-mode forces")
-
-
-def test_force_loss_trains_the_energy(tmp_path):
-    """Energies and forces of a Born-Mayer pair potential: training on them through -dE/dR
-    brings the force error far below the per-element mean (zero) baseline."""
-    import ase.io
-
-    rng = np.random.default_rng(0)
-    frames = []
-    while len(frames) < 48:
-        pos = rng.uniform(0.0, 3.0, size=(5, 3))
-        d = pos[None] - pos[:, None]  # d[i, j] = r_j - r_i
-        r = np.linalg.norm(d, axis=-1) + np.eye(5)
-        if (r + 10 * np.eye(5)).min() < 1.0:
-            continue
-        w = 3.0 * np.exp(-1.5 * r) * (1 - np.eye(5))
-        energy = 0.5 * w.sum()
-        forces = -(1.5 * w / r)[..., None] * d  # -dE/dr_i = -sum_j 1.5 w_ij (r_j - r_i) / r_ij
-        forces = forces.sum(axis=1)
-        atoms = Atoms("C5", positions=pos)
-        atoms.info["E"] = energy
-        atoms.new_array("F", forces)
-        frames.append(atoms)
-    ase.io.write(tmp_path / "pairs.extxyz", frames, format="extxyz")
-    cfg = {"model": {"hidden_channels": 16, "triplet_channels": 8, "num_blocks": 1, "int_emb_size": 8,
-                     "basis_emb_size": 4, "num_radial": 4, "num_spherical": 3, "cutoff": 5.0, "triplet_cutoff": 3.0},
-           "targets": {"energy": {"key": "E", "level": "structure", "rank": 0, "reduce": "sum", "weight": 0.1},
-                       "forces": {"key": "F", "level": "atom", "rank": 1, "gradient_of": "energy"}},
-           "data": {"train": str(tmp_path / "pairs.extxyz"), "split": [0.75, 0.25, 0.0], "cache_dir": None,
-                    "num_workers": 0},
-           "training": {"max_epochs": 25, "batch_size": 6, "lr": 5e-3, "progress": False},
-           "run_dir": str(tmp_path / "run")}
-    from etgnn.train import train
-
-    result = train(cfg)
-    m = result.metrics["val"]["forces"]
-    assert m["mae"] < 0.25 * m["baseline_mae"], m
 
 
 def test_table_s1_conservative_forces_vanish(make_model, assert_close, assert_differs):

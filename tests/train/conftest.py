@@ -40,6 +40,34 @@ def make_molecules(n: int, seed: int = 0) -> list[Atoms]:
     return out
 
 
+def pair_potential_molecules(n: int, seed: int = 0) -> list[Atoms]:
+    """``n`` random C5 clusters with the energy ``E`` and forces ``F`` of a Born-Mayer pair
+    potential, E = sum_(i<j) 3 exp(-1.5 r_ij) (eV, Angstrom): labels for conservative forces."""
+    rng = np.random.default_rng(seed)
+    out = []
+    while len(out) < n:
+        pos = rng.uniform(0.0, 3.0, size=(5, 3))
+        d = pos[None] - pos[:, None]  # d[i, j] = r_j - r_i
+        r = np.linalg.norm(d, axis=-1) + np.eye(5)
+        if (r + 10 * np.eye(5)).min() < 1.0:
+            continue
+        w = 3.0 * np.exp(-1.5 * r) * (1 - np.eye(5))
+        atoms = Atoms("C5", positions=pos)
+        atoms.info["E"] = 0.5 * w.sum()
+        atoms.new_array("F", -((1.5 * w / r)[..., None] * d).sum(axis=1))  # -dE/dr_i
+        out.append(atoms)
+    return out
+
+
+def energy_forces_config(tmp_path: Path, data: Path, **training) -> dict:
+    """Energy + conservative forces (``gradient_of``) of a tiny model on ``data``."""
+    cfg = tiny_config(tmp_path, data, **training)
+    cfg["targets"] = {"energy": {"key": "E", "level": "structure", "rank": 0, "reduce": "sum", "weight": 0.1},
+                      "forces": {"key": "F", "level": "atom", "rank": 1, "gradient_of": "energy"}}
+    cfg["data"]["split"] = [0.75, 0.25, 0.0]
+    return cfg
+
+
 def tiny_config(tmp_path: Path, data: Path, **training) -> dict:
     """A config dict for a tiny model on ``data`` writing to ``tmp_path/run``."""
     tr = {"max_epochs": 3, "batch_size": 8, "lr": 3e-3, "progress": False, "seed": 0} | training
@@ -64,6 +92,20 @@ def data_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "mols.extxyz"
     ase.io.write(path, make_molecules(40), format="extxyz")
     return path
+
+
+@pytest.fixture(scope="session")
+def pair_potential_file(tmp_path_factory) -> Path:
+    """48 C5 clusters with Born-Mayer energies and forces (:func:`pair_potential_molecules`)."""
+    path = tmp_path_factory.mktemp("data") / "pairs.extxyz"
+    ase.io.write(path, pair_potential_molecules(48), format="extxyz")
+    return path
+
+
+@pytest.fixture
+def energy_forces(tmp_path, pair_potential_file):
+    """Factory ``energy_forces(**training) -> dict`` of :func:`energy_forces_config`."""
+    return lambda **training: energy_forces_config(tmp_path, pair_potential_file, **training)
 
 
 @pytest.fixture
