@@ -468,9 +468,57 @@ def set_markdown(rec: dict) -> list[str]:
     return lines + [""]
 
 
+#: the headline metric of each target in the summary plot (the anchor's where there is one)
+HEADLINE = {"mp": {"born_charges": "mae_diag", "polarisability": "mae_diag"},
+            "mp_joint": {"born_charges": "mae_diag", "polarisability": "mae_diag"}}
+
+
+def summary_rows(records: list) -> list[dict]:
+    """One row per (set, target): headline metric of etgnn, baseline and anchor (if any)."""
+    rows = []
+    for rec in records:
+        for t, e in rec.get("targets", {}).items():
+            m = HEADLINE.get(rec["set"], {}).get(t) or next(iter(e["anchors"]), None) or next(iter(e["etgnn"]))
+            rows.append({"set": rec["set"], "target": t, "metric": m, "etgnn": e["etgnn"].get(m),
+                         "baseline": e["baseline"].get(m), "anchor": e["anchors"].get(m, {}).get("value")})
+    return rows
+
+
+def summary_plot(records: list, path: Path) -> None:
+    """Bars of etgnn's and the anchor's headline error, as a fraction of the trivial baseline's."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in summary_rows(records) if r["etgnn"] is not None and r["baseline"]]
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.75 * len(rows) + 2), 4.0))
+    x = np.arange(len(rows))
+    ours = [r["etgnn"] / r["baseline"] for r in rows]
+    anchor = [r["anchor"] / r["baseline"] if r["anchor"] is not None else np.nan for r in rows]
+    ax.bar(x - 0.2, ours, 0.4, label="etgnn", color="tab:blue")
+    ax.bar(x + 0.2, anchor, 0.4, label="published anchor", color="tab:orange")
+    for k, r in enumerate(rows):
+        ax.text(k - 0.2, ours[k], f"{r['etgnn']:.3g}", ha="center", va="bottom", fontsize=7)
+        if r["anchor"] is not None:
+            ax.text(k + 0.2, anchor[k], f"{r['anchor']:.3g}", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(x, [f"{r['set']}\n{r['target']}\n{r['metric']}" for r in rows], fontsize=7)
+    ax.set_yscale("log")
+    ax.set_ylabel("error / error of the trivial baseline")
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    ax.legend(fontsize=8)
+    ax.set_title("held-out error relative to the per-element / mean-tensor baseline (lower is better)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def write_report(out: Path, records: list, meta: dict) -> None:
-    """``out/accuracy.json`` and ``out/accuracy.md``."""
+    """``out/accuracy.json``, ``out/accuracy.md`` and the summary plot ``out/accuracy.png``."""
     out.mkdir(parents=True, exist_ok=True)
+    summary_plot(records, out / "accuracy.png")
     (out / "accuracy.json").write_text(json.dumps({"meta": meta, "sets": records}, indent=1) + "\n")
     hw = meta["hardware"]
     if meta.get("combined_from"):
