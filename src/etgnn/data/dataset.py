@@ -206,7 +206,7 @@ def load_structures_dataset(path, config: Config, *, progress: bool = True, form
 
 def _extract_labels(structures, targets, source: str) -> list[dict[str, np.ndarray]]:
     """Labels of every structure (:meth:`etgnn.targets.Target.read`); a structure may lack some
-    targets (stored as NaN), not all.
+    targets (stored as NaN), not all; the energy of a ``gradient_of`` target may be absent everywhere.
 
     Raises:
         DataError: a structure with no label for any target, or a target that no structure has
@@ -226,8 +226,12 @@ def _extract_labels(structures, targets, source: str) -> list[dict[str, np.ndarr
         if not any(labelled_rows(row[n], t.level).any() for n, t in targets.items()):
             raise DataError(f"{source} structure {i}: no label for any target ({', '.join(repr(t.key) for t in targets.values())})")
         labels.append(row)
+    # an energy whose gradient is a target may have no labels at all: it is then learned from the
+    # forces alone (up to a constant)
+    energies = {t.config.gradient_of for t in targets.values() if getattr(t, "config", None) and t.config.gradient_of}
     for name, target in targets.items():
-        if missing[name] is not None and not any(labelled_rows(lab[name], target.level).any() for lab in labels):
+        if (missing[name] is not None and name not in energies
+                and not any(labelled_rows(lab[name], target.level).any() for lab in labels)):
             raise missing[name]
     return labels
 

@@ -81,7 +81,7 @@ def labelled(rows) -> np.ndarray:
     """(n,) bool: which of the rows (n, ...) carry a value; an unlabelled atom or structure is NaN
     in every component.  The torch twin is :func:`etgnn.train.losses.labelled_mask`."""
     a = np.asarray(rows, dtype=float)
-    flat = a.reshape(a.shape[0], -1)
+    flat = a.reshape(a.shape[0], int(np.prod(a.shape[1:])))  # explicit width: also for zero rows
     return ~np.isnan(flat).all(axis=1) if flat.shape[1] else np.ones(flat.shape[0], dtype=bool)
 
 

@@ -151,5 +151,10 @@ def compute_statistics(train, targets: Mapping, ridge: float = 1e-6) -> Statisti
             keep = labelled(y)  # labelled structures only
             kept = [z for z, k in zip(numbers, keep) if k]
             stats.targets[name] = _structure_target(y[keep], kept, basis, config.reduce == "sum", ridge)
+    for name, t in targets.items():  # an energy learned from forces alone: the forces' scale (eV/A x 1 A)
+        config = getattr(t, "config", t)
+        energy = config.gradient_of
+        if energy is not None and not any(labelled(np.asarray(lab[energy]).reshape(1, -1)).any() for lab in train.labels):
+            stats.targets[energy] = TargetStatistics(stats.targets[name].scale, {})
     stats.baselines = training_baselines(train, {n: getattr(t, "config", t) for n, t in targets.items()})
     return stats

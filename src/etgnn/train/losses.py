@@ -19,6 +19,7 @@ Reference: ETGNN, Zhong et al., "Edge-based Tensor prediction via graph neural n
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 
 import torch
@@ -45,7 +46,7 @@ def safe_norm(x: Tensor) -> Tensor:
     Returns:
         (n,) float, zero exactly where the row is zero.
     """
-    sq = x.reshape(x.shape[0], -1).square().sum(dim=1)
+    sq = _flat(x).square().sum(dim=1)
     nonzero = sq > 0
     return torch.where(nonzero, torch.sqrt(torch.where(nonzero, sq, torch.ones_like(sq))), torch.zeros_like(sq))
 
@@ -61,7 +62,8 @@ def _reduce(per_row: Tensor, reduction: str) -> Tensor:
 
 
 def _flat(x: Tensor) -> Tensor:
-    return x.reshape(x.shape[0], -1)
+    """(n, ...) -> (n, components); also for n = 0 (where ``reshape(0, -1)`` is ambiguous)."""
+    return x.reshape(x.shape[0], math.prod(x.shape[1:]))
 
 
 def mse(pred: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
@@ -135,7 +137,7 @@ LOSSES: dict[str, Callable[..., Tensor]] = {"euclidean": euclidean, "mse": mse, 
 def labelled_mask(label: Tensor) -> Tensor:
     """(n,) bool: the rows of ``label`` (n, ...) that carry a value (unlabelled rows are NaN in
     every component; see :func:`etgnn.data.labels.labelled`)."""
-    return ~torch.isnan(label.reshape(label.shape[0], -1)).all(dim=1)
+    return ~torch.isnan(_flat(label)).all(dim=1)
 
 
 from ..targets import total_loss  # noqa: E402  (the one loss; it lives with the Target objects)

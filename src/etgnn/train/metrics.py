@@ -70,8 +70,9 @@ class MetricAccumulator:
             name: target name.
             pred, ref: (n, 3, ..., 3) float, prediction and reference in data units.
         """
-        p = pred.detach().to(torch.float64).reshape(pred.shape[0], -1)
-        y = ref.detach().to(torch.float64).reshape(ref.shape[0], -1)
+        width = int(np.prod(pred.shape[1:]))  # explicit: -1 is ambiguous for zero rows
+        p = pred.detach().to(torch.float64).reshape(pred.shape[0], width)
+        y = ref.detach().to(torch.float64).reshape(ref.shape[0], width)
         keep = labelled_mask(y)  # unlabelled rows (NaN) are not scored
         p, y = p[keep], y[keep]
         e = p - y
