@@ -125,3 +125,18 @@ def test_cosine_training_follows_the_schedule_and_resumes_exactly(config, tmp_pa
     b = load_checkpoint(tmp_path / "run" / "last.ckpt")["state_dict"]
     for name in a:
         assert torch.allclose(a[name], b[name], rtol=1e-6, atol=1e-7), f"{name} differs after resume"
+
+
+def test_resuming_a_finished_cosine_run_trains_nothing_and_says_why(config, tmp_path, capsys):
+    opts = dict(lr_schedule="cosine", min_lr=0.0)
+    train(config(max_epochs=2, **opts))
+    before = load_checkpoint(tmp_path / "run" / "last.ckpt")
+    result = train(config(max_epochs=2, **opts), resume=True)
+    assert result.epochs_run == 2 and result.stopped == "max_epochs"
+    assert "the cosine schedule of this run is complete (2 epochs" in capsys.readouterr().out
+    after = load_checkpoint(tmp_path / "run" / "last.ckpt")
+    assert after["epoch"] == before["epoch"] == 1
+    # a longer horizon continues the anneal from where it stands (epoch 2 of 4: half the rate)
+    train(config(max_epochs=4, **opts), resume=True)
+    lrs = [float(r["lr"]) for r in read_log(tmp_path / "run")]
+    assert len(lrs) == 4 and lrs[2] == pytest.approx(3e-3 * 0.5 * (1 + math.cos(math.pi * (2 + 2 / 3) / 4)), rel=1e-5)

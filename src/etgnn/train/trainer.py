@@ -237,7 +237,13 @@ def _run(cfg: Config, ctx: ddp.DistContext, resume: bool, callback) -> TrainResu
         return ddp.max_over_ranks(seconds, ctx) if synced else seconds
 
     stopped, mid_epoch = "max_epochs", False
-    for epoch in range(state.epoch + 1, tr.max_epochs):
+    annealed = state.epoch >= 0 and sched.finished(state.epoch, state.elapsed)  # resumed after its cosine ended
+    if annealed:
+        stopped = "max_time" if state.epoch + 1 < tr.max_epochs else "max_epochs"
+        if ctx.is_main:
+            say(f"the cosine schedule of this run is complete ({state.epoch + 1} epochs, {state.elapsed / 60:.1f} "
+                f"minutes): nothing to train; raise training.max_time or training.max_epochs to continue")
+    for epoch in range(state.epoch + 1, state.epoch + 1 if annealed else tr.max_epochs):
         if state.bad_epochs >= tr.early_stopping_patience:
             stopped = "early_stopping"
             break
