@@ -123,6 +123,29 @@ def test_joint_training_leaves_out_the_test_materials(acc):
     assert frames[1].arrays["y_b2"].shape == (2, 9)
 
 
+def test_summary_compares_each_goal_metric_with_issue_10s_goal(acc):
+    """The summary lists the headline metric, every anchored metric and every goal metric of each
+    target, says whether the goal is met (<=), and marks a joint protocol that used more data."""
+    def rec(name, targets):
+        return {"set": name, "budget_min": 60.0, "epochs": 7, "targets": targets}
+
+    bec = {"unit": "e", "etgnn": {"mae": 0.1, "mae_diag": 0.2, "mae_offdiag": 0.095},
+           "baseline": {"mae": 0.4, "mae_diag": 0.7, "mae_offdiag": 0.2},
+           "anchors": {"mae_diag": {"value": 0.21, "source": "x"}}}
+    energy = {"unit": "eV", "etgnn": {"mae": 0.5, "mae_per_atom": 0.01}, "baseline": {"mae": 9.0, "mae_per_atom": 0.2},
+              "anchors": {}}
+    rows = [line for line in acc.summary_markdown([rec("mp", {"born_charges": bec}), rec("mp_joint", {"born_charges": bec}),
+                                                   rec("mlearn_si", {"energy": energy}), {"set": "spice", "skipped": "no data"}])
+            if line.startswith("| ") and not line.startswith("| set")]
+    cells = [[c.strip() for c in r.strip("|").split("|")] for r in rows]
+    assert [c[:4] + c[6:8] for c in cells[:2]] == [
+        ["mp", "born_charges", "MAE diagonal (xx, yy, zz) (e)", "0.2", "0.21", "yes"],
+        ["mp", "born_charges", "MAE off-diagonal (e)", "0.095", "0.09", "no"]]
+    assert cells[2][7] == "yes (more data than the goal's)" and cells[3][7] == "no (more data than the goal's)"
+    assert cells[4][:4] == ["mlearn_si", "energy", "MAE per atom (eV)", "0.01"] and cells[4][6:8] == ["-", ""]
+    assert cells[5][:2] == ["spice", "skipped: no data"] and len(cells) == 6
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not (DATA / "spice_dipeptides").is_dir() or not (DATA / "mp_dielectric").is_dir(),
                     reason="../shared/data (spice_dipeptides, mp_dielectric) absent")
