@@ -5,9 +5,10 @@
     python benchmarks/plot_training_curves.py "cosine=/tmp/runs_a/phonondb/log.csv" \\
         "plateau=/tmp/runs_b/phonondb/log.csv" --metric born_charges_mae -o docs/img/curves.png
 
-Each argument is ``LABEL=PATH[:METRIC]`` (METRIC a ``val_<target>_<metric>`` column without the
-``val_`` prefix; default ``--metric``).  Panels are grouped by the folder name above ``log.csv``
-(the set).  Log-log axes: a power law in time is a straight line.
+Each argument is ``[PANEL/]LABEL=PATH[:METRIC]`` (METRIC a ``val_<target>_<metric>`` column
+without the ``val_`` prefix; default ``--metric``).  Curves with the same PANEL share a panel;
+without one, the panel is the folder name above ``log.csv`` (the set, as ``--keep-runs`` names
+it).  Log-log axes: a power law in time is a straight line.
 """
 
 from __future__ import annotations
@@ -29,26 +30,28 @@ def read_curve(path: Path, metric: str) -> tuple[list[float], list[float]]:
     return [float(r["time_s"]) / 60.0 for r in rows], [float(r[column]) for r in rows]
 
 
-def parse_item(item: str, default_metric: str) -> tuple[str, Path, str]:
-    """``LABEL=PATH[:METRIC]`` -> (label, path, metric)."""
+def parse_item(item: str, default_metric: str) -> tuple[str, str, Path, str]:
+    """``[PANEL/]LABEL=PATH[:METRIC]`` -> (panel, label, path, metric)."""
     if "=" not in item:
-        raise SystemExit(f"{item!r}: expected LABEL=PATH[:METRIC]")
+        raise SystemExit(f"{item!r}: expected [PANEL/]LABEL=PATH[:METRIC]")
     label, rest = item.split("=", 1)
     path, _, metric = rest.partition(":")
-    return label, Path(path), metric or default_metric
+    panel, _, label = label.rpartition("/")
+    return panel or Path(path).parent.name, label, Path(path), metric or default_metric
 
 
-def plot(items: list[tuple[str, Path, str]], out: Path, title: str = "") -> None:
+def plot(items: list[tuple[str, str, Path, str]], out: Path, title: str = "") -> None:
+    """One panel per distinct PANEL of ``items`` = [(panel, label, log.csv path, metric), ...]."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sets = list(dict.fromkeys(p.parent.name for _, p, _ in items))
+    sets = list(dict.fromkeys(panel for panel, _, _, _ in items))
     fig, axes = plt.subplots(1, len(sets), figsize=(4.2 * len(sets), 3.4), squeeze=False)
     for ax, name in zip(axes[0], sets):
-        for label, path, metric in items:
-            if path.parent.name != name:
+        for panel, label, path, metric in items:
+            if panel != name:
                 continue
             t, v = read_curve(path, metric)
             ax.plot(t, v, label=label, lw=1.2)
@@ -69,7 +72,7 @@ def plot(items: list[tuple[str, Path, str]], out: Path, title: str = "") -> None
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("runs", nargs="+", metavar="LABEL=PATH[:METRIC]")
+    ap.add_argument("runs", nargs="+", metavar="[PANEL/]LABEL=PATH[:METRIC]")
     ap.add_argument("--metric", default="born_charges_mae", help="default column (without val_)")
     ap.add_argument("-o", "--out", type=Path, required=True)
     ap.add_argument("--title", default="")
