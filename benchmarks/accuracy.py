@@ -499,12 +499,17 @@ HEADLINE = {"mp": {"born_charges": "mae_diag", "polarisability": "mae_diag"},
             "mlearn_si": {"energy": "mae_per_atom"}, "mlearn_ge": {"energy": "mae_per_atom"}}
 
 
+def headline_metric(set_name: str, target: str, entry: dict) -> str:
+    """The metric a set's target is summarised by: HEADLINE's, else the first anchored one, else the first."""
+    return HEADLINE.get(set_name, {}).get(target) or next(iter(entry["anchors"]), None) or next(iter(entry["etgnn"]))
+
+
 def summary_rows(records: list) -> list[dict]:
     """One row per (set, target): headline metric of etgnn, baseline and anchor (if any)."""
     rows = []
     for rec in records:
         for t, e in rec.get("targets", {}).items():
-            m = HEADLINE.get(rec["set"], {}).get(t) or next(iter(e["anchors"]), None) or next(iter(e["etgnn"]))
+            m = headline_metric(rec["set"], t, e)
             rows.append({"set": rec["set"], "target": t, "metric": m, "etgnn": e["etgnn"].get(m),
                          "baseline": e["baseline"].get(m), "anchor": e["anchors"].get(m, {}).get("value")})
     return rows
@@ -533,7 +538,7 @@ def summary_markdown(records: list) -> list[str]:
             continue
         goals = GOALS.get(rec["set"], {})
         for t, e in rec["targets"].items():
-            head = HEADLINE.get(rec["set"], {}).get(t) or next(iter(e["anchors"]), None) or next(iter(e["etgnn"]))
+            head = headline_metric(rec["set"], t, e)
             metrics = [head] + [m for m in e["anchors"] if m != head]
             metrics += [m for (gt, m) in goals if gt == t and m not in metrics]
             for m in metrics:
