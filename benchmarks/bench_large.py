@@ -94,6 +94,8 @@ def worker(args) -> dict:
     model_cfg = dict(MODEL)
     if args.checkpoint:
         model_cfg["checkpoint"] = args.checkpoint
+    if args.budget is not None:
+        model_cfg["checkpoint_budget_gb"] = args.budget
     model = etgnn.build_model({"model": model_cfg, "targets": TARGETS})
     if args.kind == "batches":
         structures_per_step = small_batches(Path(args.data))
@@ -138,9 +140,11 @@ def worker(args) -> dict:
             "warm_up": warm, "load_1min": os.getloadavg()[0]}
 
 
-def run_one(src: str, kind: str, size: int, mode: str, data: Path, checkpoint: str | None, timeout: int) -> dict:
+def run_one(src: str, kind: str, size: int, mode: str, data: Path, checkpoint: str | None, timeout: int,
+            budget: float | None = None) -> dict:
     cmd = [sys.executable, __file__, "--worker", "--src", src, "--kind", kind, "--size", str(size),
            "--mode", mode, "--data", str(data)] + (["--checkpoint", checkpoint] if checkpoint else [])
+    cmd += ["--budget", str(budget)] if budget is not None else []
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH="")
     t0 = time.time()
     try:
@@ -156,11 +160,15 @@ def run_one(src: str, kind: str, size: int, mode: str, data: Path, checkpoint: s
 
 
 # ------------------------------------------------------------------------------ plan and report
-def plan(quick: bool):
-    """(kind, size, mode, versions) rows; versions: 'before', 'after', 'after+ckpt'."""
+def plan(quick: bool, part: str = "all"):
+    """(kind, size, mode, versions) rows; versions: 'before', 'after', 'after+ckpt' and
+    'after+ckpt<N>GB' (``model.checkpoint_budget_gb: N``)."""
     if quick:
         return [("batches", 0, "infer", ("after",)), ("nacl", 100, "infer", ("after",)),
-                ("nacl", 200, "train", ("after", "after+ckpt"))]
+                ("nacl", 200, "train", ("after", "after+ckpt", "after+ckpt0.05GB"))]
+    if part == "train":  # the training rows of this checkout only (no 'before')
+        return [("batches", 0, "train", ("after",)), ("nacl", 1000, "train", ("after", "after+ckpt", "after+ckpt3GB")),
+                ("nacl", 10000, "train", ("after+ckpt", "after+ckpt16GB"))]
     rows = [("batches", 0, "infer", ("before", "after")), ("batches", 0, "train", ("before", "after"))]
     for n in (100, 1000, 2000, 5000, 10000):
         rows.append(("nacl", n, "infer", ("before", "after")))
@@ -174,12 +182,21 @@ def plan(quick: bool):
     return rows
 
 
+def version_options(version: str) -> tuple[str | None, float | None]:
+    """``(model.checkpoint, model.checkpoint_budget_gb)`` of a version name of :func:`plan`."""
+    if not version.startswith("after+ckpt"):
+        return None, None
+    budget = version[len("after+ckpt"):].removesuffix("GB")
+    return "chunks", float(budget) if budget else None
+
+
 def to_markdown(res: dict) -> str:
     lines = ["# Large structures (`benchmarks/bench_large.py`)", "",
              f"- date: {res['date']}; before: commit `{res['before_commit']}`, after: commit `{res['after_commit']}`",
              "- random model at the paper's size (hidden 128, 4 blocks, 128 triplet features, 6/4 Å), "
              "float32, one thread, glibc malloc; every number from a fresh process; GB = 10^9 bytes",
-             "- after: default `model.chunk_triplets: 16384`; `after+ckpt`: also `model.checkpoint: chunks`",
+             "- after: default `model.chunk_triplets: 16384`; `after+ckpt`: also `model.checkpoint: chunks`; "
+             "`after+ckptNGB`: and `model.checkpoint_budget_gb: N`",
              "- `batches`: 4 seeded batches of 16 phonondb crystals (the small-crystal reference)",
              "- other jobs share this 2-core machine: the load (1 min) is printed per row; atoms per "
              "CPU-second is the figure least affected by it", "",
@@ -211,6 +228,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", type=Path, default=DATA)
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--part", choices=("all", "train"), default="all",
+                   help="train: only the training rows, of this checkout (bench_large_train.{json,md})")
     p.add_argument("--timeout", type=int, default=1800, help="seconds per measurement")
     # worker arguments
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -219,6 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--size", type=int, help=argparse.SUPPRESS)
     p.add_argument("--mode", help=argparse.SUPPRESS)
     p.add_argument("--checkpoint", help=argparse.SUPPRESS)
+    p.add_argument("--budget", type=float, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(args)))
@@ -226,19 +246,19 @@ def main(argv: list[str] | None = None) -> None:
     if not args.data.is_file():
         sys.exit(f"bench_large: data file {args.data} not found (phonondb_bec_eps/train.xyz; see --data)")
     after_src = str(REPO / "src")
-    if not args.quick and not Path(args.before_src, "etgnn").is_dir():
+    if not args.quick and args.part == "all" and not Path(args.before_src, "etgnn").is_dir():
         sys.exit(f"bench_large: no etgnn package under --before-src {args.before_src}")
     res = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
            "before_commit": _commit(args.before_src), "after_commit": _commit(after_src), "rows": []}
-    for kind, size, mode, versions in plan(args.quick):
+    for kind, size, mode, versions in plan(args.quick, args.part):
         for version in versions:
             src = args.before_src if version == "before" else after_src
-            ckpt = "chunks" if version == "after+ckpt" else None
-            m = run_one(src, kind, size, mode, args.data, ckpt, args.timeout)
+            ckpt, budget = version_options(version)
+            m = run_one(src, kind, size, mode, args.data, ckpt, args.timeout, budget)
             res["rows"].append({"kind": kind, "size": size, "mode": mode, "version": version, "result": m})
             print(kind, size, mode, version, json.dumps(m), flush=True)
             args.out.mkdir(parents=True, exist_ok=True)
-            name = "bench_large_quick" if args.quick else "bench_large"
+            name = "bench_large_quick" if args.quick else "bench_large" if args.part == "all" else "bench_large_train"
             (args.out / f"{name}.json").write_text(json.dumps(res, indent=1))
             (args.out / f"{name}.md").write_text(to_markdown(res))
 

@@ -24,7 +24,10 @@ def test_quick_mode_writes_results(tmp_path):
     res = json.loads((tmp_path / "bench_large_quick.json").read_text())
     assert [(r["kind"], r["mode"], r["version"]) for r in res["rows"]] == [
         ("batches", "infer", "after"), ("nacl", "infer", "after"), ("nacl", "train", "after"),
-        ("nacl", "train", "after+ckpt")]
+        ("nacl", "train", "after+ckpt"), ("nacl", "train", "after+ckpt0.05GB")]
+    assert bench.version_options("after+ckpt0.05GB") == ("chunks", 0.05)
+    assert bench.version_options("after+ckpt") == ("chunks", None)
+    assert bench.version_options("after") == (None, None)
     for row in res["rows"]:
         m = row["result"]
         assert "error" not in m, m

@@ -82,6 +82,7 @@ class ModelConfig:
     smooth_triplets: bool = True  #: damp every triplet message by g(r_a) g(r_b), so predictions are continuous at triplet_cutoff (false only for etgnn 0.1.0 checkpoints)
     chunk_triplets: Optional[int] = 16384  #: run the forward pass over chunks of centre atoms of about this many triplets each (exact; bounds memory, keeps large cells as fast per atom as small ones); null: one pass
     checkpoint: str = "none"  #: training only, trade compute for memory (exact): "blocks" recomputes each interaction block in backward, "chunks" each chunk of centre atoms (memory flat in the structure size; loss.backward() only); "none" stores all
+    checkpoint_budget_gb: Optional[float] = None  #: with checkpoint: chunks, keep the activations of chunks up to about this many GB per batch and recompute only the rest (faster where memory allows, same gradients); null: recompute every chunk
 
 
 @dataclass(frozen=True)
@@ -245,6 +246,11 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"model.chunk_triplets must be >= 1 or null, got {m.chunk_triplets}")
     if m.checkpoint == "chunks" and m.chunk_triplets is None:
         raise ConfigError("model.checkpoint: chunks needs model.chunk_triplets (an integer, e.g. 16384)")
+    if m.checkpoint_budget_gb is not None:
+        if m.checkpoint != "chunks":
+            raise ConfigError(f"model.checkpoint_budget_gb applies to model.checkpoint: chunks, not {m.checkpoint!r}")
+        if not m.checkpoint_budget_gb >= 0:
+            raise ConfigError(f"model.checkpoint_budget_gb must be >= 0 or null, got {m.checkpoint_budget_gb}")
     if m.max_neighbors is not None and m.max_neighbors < 1:
         raise ConfigError(f"model.max_neighbors must be >= 1 or null, got {m.max_neighbors}")
     if not cfg.targets:

@@ -148,7 +148,9 @@ class ETGNN(nn.Module):
                         grads[e] += _gradient(raw[e].sum(), wrt, retain_graph=True) * heads[e].scale.to(wrt.dtype)
                     return {name: value.detach() for name, value in raw.items()}
 
-            raw = chunked_atom_tensors(self.backbone, heads, batch, chunk, checkpoint=ckpt, after_chunk=after_chunk)
+            budget = self.config.model.checkpoint_budget_gb
+            raw = chunked_atom_tensors(self.backbone, heads, batch, chunk, checkpoint=ckpt, after_chunk=after_chunk,
+                                       store_bytes=(budget or 0.0) * 1e9)
             out = {name: head(None, batch, raw=raw[name]) for name, head in heads.items()}
         else:
             feats = self.backbone(batch)

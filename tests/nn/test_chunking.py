@@ -13,7 +13,7 @@ from etgnn.config import load_config
 from etgnn.data import keys as K
 from etgnn.data.batch import collate
 from etgnn.errors import ConfigError
-from etgnn.nn.chunking import chunk_bounds
+from etgnn.nn.chunking import _SavedBytes, chunk_bounds, chunked_atom_tensors
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -72,12 +72,30 @@ def test_chunked_sorts_unsorted_edges(make_model, structures, assert_close):
         assert_close(actual[name], expected[name], TOL, f"{name}, shuffled edges and triplets, chunked")
 
 
-@pytest.mark.parametrize("checkpoint", ["blocks", "chunks"])
+def _stored_chunks(model, batch, store_bytes: float) -> dict:
+    """``stats`` of a chunked, checkpointed pass of ``model``'s heads with ``store_bytes``."""
+    stats: dict = {}
+    heads = {name: model.heads[name] for name in model.heads if name not in model.gradient_targets}
+    with torch.enable_grad():
+        chunked_atom_tensors(model.backbone, heads, model.geometry(batch), 40, checkpoint=True,
+                             store_bytes=store_bytes, stats=stats)
+    return stats
+
+
+@pytest.mark.parametrize("checkpoint", ["blocks", "chunks", "chunks+budget"])
 def test_checkpoint_gradients_equal(make_model, structures, assert_close, checkpoint):
-    """Parameter and position gradients with checkpointing equal those without."""
+    """Parameter and position gradients with checkpointing equal those without; with a memory
+    budget, chunks that are stored and chunks that are recomputed mix in one backward pass."""
     names = ["bec", "forces", "dielectric", "piezo", "energy"]
     ref = make_model("float64", targets=names, chunk_triplets=None)
-    ckpt = make_model("float64", targets=names, chunk_triplets=40, checkpoint=checkpoint)
+    if checkpoint == "chunks+budget":
+        full = _stored_chunks(ref, _batch(ref, structures), float("inf"))
+        half = _stored_chunks(ref, _batch(ref, structures), full["stored_bytes"] / 2)
+        assert full["stored"] == full["chunks"] > 10 and 0 < half["stored"] < full["chunks"], (full, half)
+        ckpt = make_model("float64", targets=names, chunk_triplets=40, checkpoint="chunks",
+                          checkpoint_budget_gb=full["stored_bytes"] / 2e9)
+    else:
+        ckpt = make_model("float64", targets=names, chunk_triplets=40, checkpoint=checkpoint)
     _same_weights(ref, ckpt)
     base = _batch(ref, structures)
 
@@ -106,6 +124,31 @@ def test_checkpoint_gradients_equal(make_model, structures, assert_close, checkp
         assert_close(par_ck[k], par_ref[k], TOL, f"gradient of {k}, checkpoint={checkpoint}", scale=scale)
 
 
+def test_checkpoint_budget_keeps_chunks_within_it(make_model, structures):
+    """The first chunks are stored while their activations fit the budget, the rest recomputed."""
+    model = make_model("float64", targets=["bec", "dielectric"], chunk_triplets=None)
+    batch = _batch(model, structures)
+    full = _stored_chunks(model, batch, float("inf"))
+    none = _stored_chunks(model, batch, 0.0)
+    assert none == {"chunks": full["chunks"], "stored": 0, "stored_bytes": 0}
+    for fraction in (0.25, 0.5, 0.75):
+        part = _stored_chunks(model, batch, fraction * full["stored_bytes"])
+        # the next chunk is predicted from the bytes per triplet of the one before it: a few
+        # percent off between chunks of different structures, so allow 10 % over the budget
+        assert 0 < part["stored"] < full["chunks"], (fraction, part)
+        assert (fraction - 0.1) * full["stored_bytes"] < part["stored_bytes"] <= 1.1 * fraction * full["stored_bytes"]
+
+
+def test_saved_bytes_counts_activations_not_parameters():
+    lin = torch.nn.Linear(4, 3, dtype=torch.float64)
+    x = torch.randn(10, 4, dtype=torch.float64, requires_grad=True)
+    counter = _SavedBytes(lin)
+    with counter:
+        y = lin(x)  # saves x (10 x 4 float64) and the weight (a parameter: not counted)
+        (y * y).sum()  # saves y twice: counted once (10 x 3)
+    assert counter.nbytes == 10 * 4 * 8 + 10 * 3 * 8
+
+
 def test_chunk_bounds_cover_everything():
     # atoms 0..3; atom 0: edges 0,1 (2 triplets); atom 1: none; atom 2: edges 2,3,4 (6); atom 3: edge 5
     centre = torch.tensor([0, 0, 2, 2, 2, 3])
@@ -120,6 +163,10 @@ def test_chunk_bounds_cover_everything():
     ({"checkpoint": "chunks", "chunk_triplets": None},
      "model.checkpoint: chunks needs model.chunk_triplets (an integer, e.g. 16384)"),
     ({"checkpoint": "all"}, "model.checkpoint must be one of ['none', 'blocks', 'chunks'], got 'all'"),
+    ({"checkpoint": "blocks", "checkpoint_budget_gb": 4},
+     "model.checkpoint_budget_gb applies to model.checkpoint: chunks, not 'blocks'"),
+    ({"checkpoint": "chunks", "checkpoint_budget_gb": -1},
+     "model.checkpoint_budget_gb must be >= 0 or null, got -1.0"),
 ])
 def test_config_errors(model, message):
     with pytest.raises(ConfigError, match=re.escape(message)):

@@ -110,6 +110,25 @@ def slice_batch(batch: dict[str, Tensor], a0: int, a1: int, e0: int, e1: int, t0
     return out
 
 
+class _SavedBytes(torch.autograd.graph.saved_tensors_hooks):
+    """Counts the bytes of the tensors autograd saves for backward inside the ``with`` block
+    (each tensor once; the modules' parameters, which exist anyway, are not counted)."""
+
+    def __init__(self, *modules):
+        self.nbytes = 0
+        params = {p.untyped_storage().data_ptr() for m in modules for p in m.parameters()}
+        seen: set[tuple] = set()
+
+        def pack(t: Tensor) -> Tensor:
+            key = (t.data_ptr(), tuple(t.shape), t.dtype)
+            if key not in seen and t.untyped_storage().data_ptr() not in params:
+                seen.add(key)
+                self.nbytes += t.numel() * t.element_size()
+            return t
+
+        super().__init__(pack, lambda t: t)
+
+
 def _chunk_forward(backbone, heads, keys, numbers, edge_index, centre, pick, anchor, *values):
     """Raw per-atom tensors of one chunk, a tuple in the order of ``heads``."""
     sub = dict(zip(keys, values))
@@ -121,7 +140,8 @@ def _chunk_forward(backbone, heads, keys, numbers, edge_index, centre, pick, anc
 
 
 def chunked_atom_tensors(backbone, heads, batch: dict[str, Tensor], chunk_triplets: int,
-                         checkpoint: bool = False, after_chunk=None) -> dict[str, Tensor]:
+                         checkpoint: bool = False, after_chunk=None, store_bytes: float = 0.0,
+                         stats: dict | None = None) -> dict[str, Tensor]:
     """Raw per-atom tensors of every head (``TensorHead.atom_tensors``), computed chunk by chunk.
 
     Args:
@@ -134,6 +154,13 @@ def chunked_atom_tensors(backbone, heads, batch: dict[str, Tensor], chunk_triple
             memory stays that of one chunk, whatever the structure size.
         after_chunk: ``after_chunk({name: chunk's raw tensors}) -> {name: tensors kept}``, called
             once per chunk (e.g. to take a gradient chunk by chunk and keep detached values).
+        store_bytes: with ``checkpoint``, store the activations of the first chunks while they
+            total at most this many bytes and recompute only the others (faster where memory
+            allows; the same gradients).  The size of a chunk's activations is predicted from the
+            bytes per triplet of the chunk stored before it, so the first stored chunk may exceed
+            a budget smaller than one chunk's activations.
+        stats: a dict that receives ``chunks``, ``stored`` (chunks whose activations were kept)
+            and ``stored_bytes`` (bytes of tensors they saved for backward, parameters excluded).
 
     Returns:
         ``{name: (n_atoms, 3**rank)}``, equal to the unchunked ``atom_tensors`` to round-off.
@@ -143,7 +170,9 @@ def chunked_atom_tensors(backbone, heads, batch: dict[str, Tensor], chunk_triple
     n_atoms = numbers.shape[0]
     names = list(heads)
     parts: list[tuple[Tensor, ...]] = []
-    for a0, a1, e0, e1, t0, t1 in chunk_bounds(edge_index[0], batch[K.TRIPLET_A], n_atoms, chunk_triplets):
+    bounds = chunk_bounds(edge_index[0], batch[K.TRIPLET_A], n_atoms, chunk_triplets)
+    stored, stored_bytes, per_triplet = 0, 0, 0.0
+    for a0, a1, e0, e1, t0, t1 in bounds:
         sub = slice_batch(batch, a0, a1, e0, e1, t0, t1)
         # the chunk's atoms: its centres and their neighbours, numbered in sorted order
         i, j = edge_index[0, e0:e1], edge_index[1, e0:e1]
@@ -154,7 +183,14 @@ def chunked_atom_tensors(backbone, heads, batch: dict[str, Tensor], chunk_triple
         sub.pop(K.EDGE_INDEX)
         keys = list(sub)
         args = (numbers.index_select(0, nodes), local, i - a0, pick)
-        if checkpoint:
+        store = checkpoint and store_bytes > 0 and stored_bytes + per_triplet * (t1 - t0) <= store_bytes
+        if store:
+            saved = _SavedBytes(backbone, *heads.values())
+            with saved:
+                out = _chunk_forward(backbone, heads, keys, *args, None, *sub.values())
+            stored, stored_bytes = stored + 1, stored_bytes + saved.nbytes
+            per_triplet = saved.nbytes / max(1, t1 - t0)
+        elif checkpoint:
             # reentrant checkpointing runs the chunk without recording anything; the inputs are
             # explicit (gradients reach the positions through them) and ``anchor`` requires grad
             # so that the parameters get theirs even when no input does
@@ -167,4 +203,6 @@ def chunked_atom_tensors(backbone, heads, batch: dict[str, Tensor], chunk_triple
             kept = after_chunk(dict(zip(names, out)))
             out = tuple(kept[name] for name in names)
         parts.append(out)
+    if stats is not None:
+        stats.update(chunks=len(bounds), stored=stored, stored_bytes=stored_bytes)
     return {name: torch.cat([p[k] for p in parts]) for k, name in enumerate(names)}
