@@ -122,7 +122,7 @@ class DataConfig:
     split_seed: int = 0  #: seed of the random train/val/test split
     cache_dir: Optional[str] = "user"  #: graph cache folder; "user": the per-user cache (etgnn.data.cache); null: none
     num_workers: int = 2  #: processes building graphs
-    max_structures: Optional[int] = None  #: read only the first N structures of each file (quick trials)
+    max_structures: Optional[int] = None  #: read only the first N structures of each file, validation and test files too (quick trials; a warning says so)
     sum_rule_threshold: Optional[float] = None  #: drop structures with |sum of per-atom tensor| above (e)
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import warnings
+
 import ase.io
 import numpy as np
 import pytest
@@ -65,6 +68,23 @@ def test_second_load_comes_from_the_cache_and_settings_change_the_key(tmp_path, 
     with pytest.raises(AssertionError, match="cache is complete"):  # other cutoff: other key
         D.load_structures_dataset(path, etgnn.load_config(cfg, ["model.triplet_cutoff=2.5"]), progress=False)
     assert len(list((tmp_path / "cache").glob("*.sqlite"))) == 1
+
+
+def test_max_structures_truncates_each_file_and_says_so(tmp_path):
+    path = tmp_path / "m.xyz"
+    frames = _molecules(5)
+    ase.io.write(path, frames)
+    cfg = _config(path, tmp_path, max_structures=3)
+    message = f"{path}: data.max_structures = 3: using only the first 3 of its 5 structures"
+    with pytest.warns(UserWarning, match=re.escape(message)):
+        ds = D.load_structures_dataset(path, cfg, progress=False)
+    assert len(ds) == 3
+    np.testing.assert_allclose(ds.labels[2]["alpha"], frames[2].info["alpha"].reshape(3, 3), atol=1e-7)
+    with pytest.warns(UserWarning, match=re.escape(f"{path}: data.max_structures = 3: using only the first 3 structures (cached)")):
+        assert len(D.load_structures_dataset(path, cfg, progress=False)) == 3
+    with warnings.catch_warnings():  # a file with no more structures than that: nothing to say
+        warnings.simplefilter("error")
+        assert len(D.load_structures_dataset(path, _config(path, tmp_path, max_structures=9), progress=False)) == 5
 
 
 def test_random_split_is_seeded_disjoint_and_follows_the_fractions(tmp_path):

@@ -187,9 +187,14 @@ def load_structures_dataset(path, config: Config, *, progress: bool = True, form
         cache_path = cache_dir / f"{path.name}-{key}.sqlite"
         rows = _read_cache(cache_path)
         if rows is not None:
+            if config.data.max_structures is not None and len(rows) == config.data.max_structures:
+                warn(f"{path}: data.max_structures = {config.data.max_structures}: using only the first "
+                     f"{len(rows)} structures (cached)")
             return _finish(rows, config, path)
     structures = read_structures(path, format=fmt, structure_path=structure_path)
-    if config.data.max_structures is not None:
+    if config.data.max_structures is not None and len(structures) > config.data.max_structures:
+        warn(f"{path}: data.max_structures = {config.data.max_structures}: using only the first "
+             f"{config.data.max_structures} of its {len(structures)} structures")
         structures = structures[: config.data.max_structures]
     if not structures:
         raise DataError(f"{path} contains no structures")
