@@ -6,7 +6,9 @@ blocks, 128 triplet features, 6/4 Angstrom cutoffs, float32, one thread), random
 
 * inference: one ``torch.no_grad`` forward of the whole cell (after one warm-up call for cells of
   up to 2,000 atoms), graph construction timed separately;
-* training step: forward + backward + AdamW step on the real-sized cell (loss: squared outputs).
+* training step: forward + backward + AdamW step on the real-sized cell (loss: squared outputs),
+  after one warm-up step (the steady state of training; ``bench_large.md`` of 2026-12-04 timed the
+  first step of cells over 2,000 atoms).
 
 Each measurement runs in a fresh subprocess (its peak RSS, ``ru_maxrss``, is its own) and the
 code versions are interleaved: for each size the *before* version (``--before-src``, e.g. a
@@ -108,7 +110,9 @@ def worker(args) -> dict:
     n_trip = [int(b["_triplet_a"].shape[0]) for b in batches]
     base = rss_now()
     times, cpu = [], []
-    warm = sum(n_atoms) / len(n_atoms) <= 2000
+    # training is many steps: measure the steady state, after one step has touched the activations'
+    # pages (a first step on a cell whose activations take 16 GB spends ~40 s in page faults here)
+    warm = args.mode == "train" or sum(n_atoms) / len(n_atoms) <= 2000
     if args.mode == "infer":
         model.eval()
 
@@ -192,7 +196,9 @@ def version_options(version: str) -> tuple[str | None, float | None]:
 
 def to_markdown(res: dict) -> str:
     lines = ["# Large structures (`benchmarks/bench_large.py`)", "",
-             f"- date: {res['date']}; before: commit `{res['before_commit']}`, after: commit `{res['after_commit']}`",
+             f"- date: {res['date']}; " + (f"before: commit `{res['before_commit']}`, "
+                                           if any(r["version"] == "before" for r in res["rows"]) else "")
+             + f"after: commit `{res['after_commit']}`" + (f"; CPU: {res['cpu']}" if "cpu" in res else ""),
              "- random model at the paper's size (hidden 128, 4 blocks, 128 triplet features, 6/4 Å), "
              "float32, one thread, glibc malloc; every number from a fresh process; GB = 10^9 bytes",
              "- after: default `model.chunk_triplets: 16384`; `after+ckpt`: also `model.checkpoint: chunks`; "
@@ -212,6 +218,20 @@ def to_markdown(res: dict) -> str:
                      f"{m['atoms_per_s']:.0f} | {m['atoms_per_cpu_s']:.0f} | {m['peak_rss_gb']:.2f} | "
                      f"{m['rss_before_gb']:.2f} | {m['graph_s']:.2f} | {m['load_1min']:.1f} |")
     return "\n".join(lines) + "\n"
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), or the platform's processor string."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
 
 
 def _commit(src: str) -> str:
@@ -249,7 +269,8 @@ def main(argv: list[str] | None = None) -> None:
     if not args.quick and args.part == "all" and not Path(args.before_src, "etgnn").is_dir():
         sys.exit(f"bench_large: no etgnn package under --before-src {args.before_src}")
     res = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-           "before_commit": _commit(args.before_src), "after_commit": _commit(after_src), "rows": []}
+           "before_commit": _commit(args.before_src), "after_commit": _commit(after_src), "cpu": cpu_model(),
+           "rows": []}
     for kind, size, mode, versions in plan(args.quick, args.part):
         for version in versions:
             src = args.before_src if version == "before" else after_src
