@@ -58,6 +58,30 @@ def test_matten_layout_expands_selected_atoms(tmp_path):
         assert np.isnan(label[~sel]).all()
 
 
+def test_matten_layout_decides_per_field_over_the_file(tmp_path):
+    """A structure-level 3x3 field is not read as per-atom in the record whose 3 flagged atoms
+    make its length match: a field is per flagged atom only if it is so in every record."""
+    rng = np.random.default_rng(2)
+    data = {"structure": {}, "atom_selector": {}, "nmr_tensor": {}, "eps": {}}
+    expected = {}
+    for k in range(1, 5):  # k Si of 2k atoms flagged: the field 'eps' has 3 rows, as many as k = 3
+        a = bulk("SiO", "rocksalt", a=4.2) * (k, 1, 1)
+        sel = [bool(z == 14) for z in a.numbers]
+        t, eps = rng.normal(size=(k, 3, 3)), rng.normal(size=(3, 3))
+        data["structure"][str(k)] = AseAtomsAdaptor.get_structure(a).as_dict()
+        data["atom_selector"][str(k)] = sel
+        data["nmr_tensor"][str(k)] = t.tolist()
+        data["eps"][str(k)] = eps.tolist()
+        expected[str(k)] = (np.array(sel), t, eps)
+    (tmp_path / "f.json").write_text(json.dumps(data))
+    for f in read_structures(tmp_path / "f.json"):
+        sel, t, eps = expected[f.info["id"]]
+        np.testing.assert_allclose(extract_label(f, LabelSpec("eps", "structure", 2)), eps)
+        label = extract_label(f, LabelSpec("nmr_tensor", "atom", 2))
+        np.testing.assert_allclose(label[sel], t)
+        assert np.isnan(label[~sel]).all()
+
+
 def test_nan_only_as_whole_rows():
     a = Atoms("SiO", positions=[[0, 0, 0], [1.6, 0, 0]])
     t = np.full((2, 3, 3), np.nan)

@@ -238,6 +238,7 @@ def _read_json_records(path: Path, index, structure_path, symprec) -> list[ase.A
     records = _columns_to_records(data) if _is_columnar(data) else [data] if isinstance(data, dict) else data
     if not isinstance(records, list):
         raise DataError(f"{path}: expected a list of records, got {type(data).__name__}")
+    selected = _selected_fields(records)
     frames = []
     for i in _select(list(range(len(records))), index, path):
         rec = records[i]
@@ -248,7 +249,7 @@ def _read_json_records(path: Path, index, structure_path, symprec) -> list[ase.A
         atoms = _atoms_from_pymatgen(rec["structure"], where)
         if "id" in rec:
             atoms.info["id"] = str(rec["id"])
-        rec = _expand_selected(rec, len(atoms), where)
+        rec = _expand_selected(rec, len(atoms), where, selected)
         for key, value in _flatten({k: v for k, v in rec.items() if k not in ("structure", "id")}).items():
             _place(atoms, key, value)
         frames.append(atoms)
@@ -269,10 +270,43 @@ def _columns_to_records(data: dict) -> list[dict]:
                            if isinstance(values, dict) and sid in values}} for sid in ids]
 
 
-def _expand_selected(rec: dict, n_atoms: int, where: str) -> dict:
-    """Per-atom fields given for the atoms flagged in ``atom_selector`` only (one entry per flagged
-    atom, e.g. the si_nmr shielding tensors) become (n_atoms, ...) arrays with NaN on the other
-    atoms, which etgnn treats as unlabelled."""
+_NOT_LABELS = ("structure", "id", "atom_selector")
+
+
+def _numeric_rows(value) -> int | None:
+    """Length of a list of numbers or of numeric lists, else None."""
+    if not isinstance(value, list) or not value or isinstance(value[0], (str, dict)):
+        return None
+    return len(value)
+
+
+def _selected_fields(records: list) -> set[str]:
+    """Fields given for the flagged atoms of ``atom_selector`` only: those with one entry per
+    flagged atom in every record where fewer atoms than all are flagged.
+
+    Deciding over the whole file keeps a structure-level field (e.g. a 3 x 3 tensor) whole in a
+    record that happens to flag 3 atoms.  (A file in which every record flags the same number of
+    atoms as such a field has rows cannot tell the two apart: the field is then taken per atom.)
+    """
+    evidence: dict[str, list[bool]] = {}
+    for rec in records:
+        if not isinstance(rec, dict) or rec.get("atom_selector") is None:
+            continue
+        sites = rec["structure"].get("sites") if isinstance(rec.get("structure"), dict) else None
+        n_sel = int(np.sum(np.asarray(rec["atom_selector"], dtype=bool)))
+        if sites is None or n_sel == len(sites):
+            continue
+        for key, value in rec.items():
+            rows = _numeric_rows(value) if key not in _NOT_LABELS else None
+            if rows is not None:
+                evidence.setdefault(key, []).append(rows == n_sel)
+    return {key for key, per_flagged in evidence.items() if all(per_flagged)}
+
+
+def _expand_selected(rec: dict, n_atoms: int, where: str, fields) -> dict:
+    """The per-flagged-atom ``fields`` (:func:`_selected_fields`, e.g. the si_nmr shielding
+    tensors) become (n_atoms, ...) arrays with NaN on the atoms not flagged in ``atom_selector``,
+    which etgnn treats as unlabelled."""
     selector = rec.get("atom_selector")
     if selector is None:
         return rec
@@ -281,14 +315,13 @@ def _expand_selected(rec: dict, n_atoms: int, where: str) -> dict:
         raise DataError(f"{where}: atom_selector has {mask.size} entries for {n_atoms} atoms")
     out = dict(rec)
     n_sel = int(mask.sum())
-    for key, value in rec.items():
-        if key in ("structure", "id", "atom_selector") or not isinstance(value, list) or n_sel == n_atoms:
+    for key in fields:
+        if key not in rec or n_sel == n_atoms or _numeric_rows(rec[key]) is None:
             continue
-        arr = np.asarray(value, dtype=float) if value and not isinstance(value[0], (str, dict)) else None
-        if arr is not None and arr.ndim >= 1 and arr.shape[0] == n_sel:
-            full = np.full((n_atoms,) + arr.shape[1:], np.nan)
-            full[mask] = arr
-            out[key] = full
+        arr = np.asarray(rec[key], dtype=float)
+        full = np.full((n_atoms,) + arr.shape[1:], np.nan)
+        full[mask] = arr
+        out[key] = full
     return out
 
 
