@@ -170,6 +170,8 @@ def plan(quick: bool, part: str = "all"):
     if quick:
         return [("batches", 0, "infer", ("after",)), ("nacl", 100, "infer", ("after",)),
                 ("nacl", 200, "train", ("after", "after+ckpt", "after+ckpt0.05GB"))]
+    if part == "infer":  # the inference rows of this checkout only (no 'before')
+        return [("batches", 0, "infer", ("after",))] + [("nacl", n, "infer", ("after",)) for n in (1000, 10000, 50000)]
     if part == "train":  # the training rows of this checkout only (no 'before')
         return [("batches", 0, "train", ("after",)), ("nacl", 1000, "train", ("after", "after+ckpt", "after+ckpt3GB")),
                 ("nacl", 10000, "train", ("after+ckpt", "after+ckpt16GB"))]
@@ -248,8 +250,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", type=Path, default=DATA)
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--part", choices=("all", "train"), default="all",
-                   help="train: only the training rows, of this checkout (bench_large_train.{json,md})")
+    p.add_argument("--part", choices=("all", "train", "infer"), default="all",
+                   help="train / infer: only the training / inference rows, of this checkout "
+                        "(bench_large_train.{json,md} / bench_large_infer.{json,md})")
     p.add_argument("--timeout", type=int, default=1800, help="seconds per measurement")
     # worker arguments
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -279,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
             res["rows"].append({"kind": kind, "size": size, "mode": mode, "version": version, "result": m})
             print(kind, size, mode, version, json.dumps(m), flush=True)
             args.out.mkdir(parents=True, exist_ok=True)
-            name = "bench_large_quick" if args.quick else "bench_large" if args.part == "all" else "bench_large_train"
+            name = "bench_large_quick" if args.quick else "bench_large" if args.part == "all" else f"bench_large_{args.part}"
             (args.out / f"{name}.json").write_text(json.dumps(res, indent=1))
             (args.out / f"{name}.md").write_text(to_markdown(res))
 
