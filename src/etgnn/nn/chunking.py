@@ -154,11 +154,11 @@ def chunked_atom_tensors(backbone, heads, batch: dict[str, Tensor], chunk_triple
             memory stays that of one chunk, whatever the structure size.
         after_chunk: ``after_chunk({name: chunk's raw tensors}) -> {name: tensors kept}``, called
             once per chunk (e.g. to take a gradient chunk by chunk and keep detached values).
-        store_bytes: with ``checkpoint``, store the activations of the first chunks while they
-            total at most this many bytes and recompute only the others (faster where memory
-            allows; the same gradients).  The size of a chunk's activations is predicted from the
-            bytes per triplet of the chunk stored before it, so the first stored chunk may exceed
-            a budget smaller than one chunk's activations.
+        store_bytes: with ``checkpoint``, store the activations of each chunk, in order, that still
+            fits in this many bytes and recompute the others (faster where memory allows; the
+            same gradients).  A chunk's size is predicted from the bytes per triplet of the last
+            chunk stored, so the total can exceed the budget by that prediction's error (and the
+            first chunk is stored whatever its size).
         stats: a dict that receives ``chunks``, ``stored`` (chunks whose activations were kept)
             and ``stored_bytes`` (bytes of tensors they saved for backward, parameters excluded).
 
@@ -183,8 +183,7 @@ def chunked_atom_tensors(backbone, heads, batch: dict[str, Tensor], chunk_triple
         sub.pop(K.EDGE_INDEX)
         keys = list(sub)
         args = (numbers.index_select(0, nodes), local, i - a0, pick)
-        store = checkpoint and store_bytes > 0 and stored_bytes + per_triplet * (t1 - t0) <= store_bytes
-        if store:
+        if checkpoint and store_bytes > 0 and stored_bytes + per_triplet * (t1 - t0) <= store_bytes:
             saved = _SavedBytes(backbone, *heads.values())
             with saved:
                 out = _chunk_forward(backbone, heads, keys, *args, None, *sub.values())
