@@ -83,21 +83,31 @@ def _stored_chunks(model, batch, store_bytes: float) -> dict:
 
 
 @pytest.mark.parametrize("checkpoint", ["blocks", "chunks", "chunks+budget"])
-def test_checkpoint_gradients_equal(make_model, structures, assert_close, checkpoint):
+def test_checkpoint_gradients_equal(make_model, structures, assert_close, monkeypatch, checkpoint):
     """Parameter and position gradients with checkpointing equal those without; with a memory
     budget, chunks that are stored and chunks that are recomputed mix in one backward pass."""
     names = ["bec", "forces", "dielectric", "piezo", "energy"]
     ref = make_model("float64", targets=names, chunk_triplets=None)
+    base = _batch(ref, structures)
+    n_chunks = len(chunk_bounds(base[K.EDGE_INDEX][0], base[K.TRIPLET_A], base[K.NUMBERS].shape[0], 40))
     if checkpoint == "chunks+budget":
-        full = _stored_chunks(ref, _batch(ref, structures), float("inf"))
-        half = _stored_chunks(ref, _batch(ref, structures), full["stored_bytes"] / 2)
+        full = _stored_chunks(ref, base, float("inf"))
+        half = _stored_chunks(ref, base, full["stored_bytes"] / 2)
         assert full["stored"] == full["chunks"] > 10 and 0 < half["stored"] < full["chunks"], (full, half)
         ckpt = make_model("float64", targets=names, chunk_triplets=40, checkpoint="chunks",
                           checkpoint_budget_gb=full["stored_bytes"] / 2e9)
     else:
         ckpt = make_model("float64", targets=names, chunk_triplets=40, checkpoint=checkpoint)
     _same_weights(ref, ckpt)
-    base = _batch(ref, structures)
+    # count the chunks recomputed in backward (reentrant checkpoints; blocks use non-reentrant ones)
+    recomputed = []
+    original = torch.utils.checkpoint.checkpoint
+
+    def counting(fn, *args, use_reentrant=None, **kwargs):
+        recomputed.extend([True] if use_reentrant else [])
+        return original(fn, *args, use_reentrant=use_reentrant, **kwargs)
+
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", counting)
 
     def grads(model):
         batch = dict(base)
@@ -116,6 +126,8 @@ def test_checkpoint_gradients_equal(make_model, structures, assert_close, checkp
     finally:
         ref.zero_grad(set_to_none=True)
         ckpt.zero_grad(set_to_none=True)
+    expected = {"blocks": (0, 0), "chunks": (n_chunks, n_chunks), "chunks+budget": (1, n_chunks - 1)}[checkpoint]
+    assert n_chunks > 10 and expected[0] <= len(recomputed) <= expected[1], (checkpoint, len(recomputed), n_chunks)
     assert_close(pos_ck, pos_ref, TOL, f"position gradient, checkpoint={checkpoint}")
     assert par_ck.keys() == par_ref.keys() and len(par_ref) > 20
     # on the scale of the largest gradient: some vanish exactly (the sum rule cancels a bias's)
@@ -125,7 +137,7 @@ def test_checkpoint_gradients_equal(make_model, structures, assert_close, checkp
 
 
 def test_checkpoint_budget_keeps_chunks_within_it(make_model, structures):
-    """The first chunks are stored while their activations fit the budget, the rest recomputed."""
+    """Chunks are stored, in order, while their activations fit the budget; the rest recomputed."""
     model = make_model("float64", targets=["bec", "dielectric"], chunk_triplets=None)
     batch = _batch(model, structures)
     full = _stored_chunks(model, batch, float("inf"))
@@ -133,7 +145,7 @@ def test_checkpoint_budget_keeps_chunks_within_it(make_model, structures):
     assert none == {"chunks": full["chunks"], "stored": 0, "stored_bytes": 0}
     for fraction in (0.25, 0.5, 0.75):
         part = _stored_chunks(model, batch, fraction * full["stored_bytes"])
-        # the next chunk is predicted from the bytes per triplet of the one before it: a few
+        # a chunk's size is predicted from the bytes per triplet of the last chunk stored: a few
         # percent off between chunks of different structures, so allow 10 % over the budget
         assert 0 < part["stored"] < full["chunks"], (fraction, part)
         assert (fraction - 0.1) * full["stored_bytes"] < part["stored_bytes"] <= 1.1 * fraction * full["stored_bytes"]
