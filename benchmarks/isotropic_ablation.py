@@ -20,7 +20,7 @@ import torch
 
 import etgnn
 from etgnn.data.dataset import load_structures_dataset, make_loader
-from etgnn.train.losses import total_loss
+from etgnn.targets import total_loss
 from etgnn.train.normalization import fit_normalization
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ from etgnn.data.batch import collate
 from etgnn.data.dataset import GraphDataset
 from etgnn.data.statistics import Statistics, compute_statistics
 from etgnn.targets import Target, build_targets, total_loss
-from etgnn.train.metrics import full_metrics
+from etgnn.targets.metrics import full_metrics
 from etgnn.train.normalization import fit_normalization
 
 MODEL = {"hidden_channels": 8, "triplet_channels": 8, "num_blocks": 1, "dtype": "float64"}

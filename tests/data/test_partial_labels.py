@@ -19,7 +19,7 @@ from etgnn.data.dataset import load_structures_dataset
 from etgnn.data.labels import LabelSpec, extract_label
 from etgnn.data.readers import read_structures
 from etgnn.errors import DataError
-from etgnn.train.losses import total_loss
+from etgnn.targets import total_loss
 
 
 def _crystals(n=4):
@@ -174,7 +174,7 @@ def test_validation_loss_is_the_training_loss(tmp_path):
 
 def test_full_metrics_and_baselines_score_labelled_rows_only():
     from etgnn.config import TargetConfig
-    from etgnn.train.metrics import full_metrics
+    from etgnn.targets.metrics import full_metrics
 
     rng = np.random.default_rng(3)
     p, y = rng.normal(size=(6, 3, 3)), rng.normal(size=(6, 3, 3))

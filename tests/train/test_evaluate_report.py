@@ -16,7 +16,8 @@ from etgnn.cli import main
 from etgnn.config import load_config
 from etgnn.data.dataset import make_splits
 from etgnn.train import train
-from etgnn.train.metrics import EVALUATION, TRAINING, PARTS, training_baselines
+from etgnn.data.statistics import training_baselines
+from etgnn.targets.metrics import EVALUATION, PARTS, TRAINING
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from etgnn.train import losses
+from etgnn.targets import losses, total_loss
 
 INVARIANT = ["mse", "euclidean", "cosine"]  # MAE of components is not rotation invariant
 
@@ -105,13 +105,13 @@ def test_total_loss_normalises_and_weights():
     out = {"a": randn(4, 3, seed=7), "b": randn(2, 3, 3, seed=8)}
     lab = {"a": randn(4, 3, seed=9), "b": randn(2, 3, 3, seed=10)}
     one = {"a": torch.tensor(1.0), "b": torch.tensor(1.0)}
-    total, parts = losses.total_loss(out, lab, targets, one)
+    total, parts = total_loss(out, lab, targets, one)
     assert float(total) == pytest.approx(2.0 * float(losses.euclidean(out["a"], lab["a"]))
                                          + 0.5 * float(losses.mse(out["b"], lab["b"])))
     # target "a" in different units (x 100) with scale 100: same normalised loss
     scaled_out = {"a": 100 * out["a"], "b": out["b"]}
     scaled_lab = {"a": 100 * lab["a"], "b": lab["b"]}
-    total2, parts2 = losses.total_loss(scaled_out, scaled_lab, targets, {"a": torch.tensor(100.0), "b": one["b"]})
+    total2, parts2 = total_loss(scaled_out, scaled_lab, targets, {"a": torch.tensor(100.0), "b": one["b"]})
     assert float(total2) == pytest.approx(float(total), rel=1e-12)
     assert set(parts2) == {"a", "b"}
 
@@ -122,7 +122,7 @@ def test_sum_rule_weight_adds_soft_penalty():
     cfg = etgnn.load_config({"targets": {"b": {"key": "b", "level": "atom", "rank": 2, "sum_rule_weight": 0.5}}})
     out = {"b": torch.ones(3, 3, 3)}
     batch = {"b": torch.ones(3, 3, 3), "_batch": torch.tensor([0, 0, 1]), "_n_atoms": torch.tensor([2, 1])}
-    total, parts = losses.total_loss(out, batch, cfg.targets, {"b": torch.tensor(1.0)})
+    total, parts = total_loss(out, batch, cfg.targets, {"b": torch.tensor(1.0)})
     # structure sums: 2*ones (norm 6) and ones (norm 3): mean 4.5, times the weight 0.5
     assert parts["b_sum_rule"].item() == pytest.approx(4.5)
     assert total.item() == pytest.approx(2.25)

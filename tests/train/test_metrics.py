@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from etgnn.train.metrics import MetricAccumulator, compute_metrics, format_table
+from etgnn.targets.metrics import MetricAccumulator, compute_metrics, format_table
 
 
 def test_metric_values_by_hand():
@@ -57,7 +57,8 @@ def test_empty_and_table():
 
 from types import SimpleNamespace  # noqa: E402
 
-from etgnn.train.metrics import EVALUATION, TRAINING, full_metrics, tensor_parts, training_baselines  # noqa: E402
+from etgnn.data.statistics import training_baselines  # noqa: E402
+from etgnn.targets.metrics import EVALUATION, TRAINING, full_metrics, tensor_parts  # noqa: E402
 
 STRUCT2 = {"t": SimpleNamespace(level="structure", rank=2)}
 

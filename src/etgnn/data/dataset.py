@@ -30,6 +30,7 @@ from .cache import resolve_cache_dir
 from . import keys as K
 from .batch import collate
 from .graph import build_graph
+from .labels import LabelSpec, MissingLabel, acoustic_sum_violation, extract_label, labelled_rows, obeys_sum_rule
 
 __all__ = [
     "GraphDataset",
@@ -39,7 +40,7 @@ __all__ = [
     "make_loader",
     "label_specs",
     "graph_settings",
-    "fit_normalization",
+    "obeys_sum_rule",
     "resolve_data_path",
 ]
 
@@ -92,9 +93,7 @@ class GraphDataset(Dataset):
 
 def label_specs(config: Config) -> dict:
     """``{target: LabelSpec}`` describing what each target reads from the data."""
-    from ..targets import build_targets
-
-    return {name: t.label_spec for name, t in build_targets(config).items()}
+    return {name: LabelSpec.from_target(t) for name, t in config.targets.items()}
 
 
 def graph_settings(config: Config) -> dict:
@@ -171,16 +170,14 @@ def load_structures_dataset(path, config: Config, *, progress: bool = True, form
     if not path.exists():
         raise DataError(f"data file {path} does not exist")
     fmt = format or config.data.format
-    from ..targets import build_targets
-
-    targets = build_targets(config)
+    specs = label_specs(config)
     settings = graph_settings(config)
     cache_path = None
     cache_dir = resolve_cache_dir(config.data.cache_dir)
     if cache_dir is not None:
         key = hashlib.sha256(json.dumps({
             "content": _content_digest(path), "format": fmt, "settings": settings,
-            "labels": {n: repr(t.label_spec) for n, t in targets.items()}, "cache_format": CACHE_FORMAT,
+            "labels": {n: repr(spec) for n, spec in specs.items()}, "cache_format": CACHE_FORMAT,
             "max_structures": config.data.max_structures,
             **({"structure_path": _content_digest(Path(structure_path))} if structure_path else {}),
         }, sort_keys=True).encode()).hexdigest()[:24]
@@ -198,7 +195,7 @@ def load_structures_dataset(path, config: Config, *, progress: bool = True, form
         structures = structures[: config.data.max_structures]
     if not structures:
         raise DataError(f"{path} contains no structures")
-    labels = _extract_labels(structures, targets, str(path))
+    labels = _extract_labels(structures, config.targets, str(path))
     graphs = _build_graphs(structures, settings, str(path), config.data.num_workers, progress)
     ids = [str(a.info.get("id", f"{path.name}:{i}")) for i, a in enumerate(structures)]
     rows = list(zip(graphs, labels, ids))
@@ -210,33 +207,37 @@ def load_structures_dataset(path, config: Config, *, progress: bool = True, form
 
 
 def _extract_labels(structures, targets, source: str) -> list[dict[str, np.ndarray]]:
-    """Labels of every structure (:meth:`etgnn.targets.Target.read`); a structure may lack some
-    targets (stored as NaN), not all; the energy of a ``gradient_of`` target may be absent everywhere.
+    """Labels of every structure (:func:`etgnn.data.labels.extract_label` with each target's
+    :class:`~etgnn.data.labels.LabelSpec`, as :meth:`etgnn.targets.Target.read`); a structure may
+    lack some targets (stored as NaN), not all; the energy of a ``gradient_of`` target may be
+    absent everywhere.
+
+    Args:
+        targets: ``{name: TargetConfig}`` (or ``{name: Target}``).
 
     Raises:
         DataError: a structure with no label for any target, or a target that no structure has
             (the first structure's message names the field and the closest available one).
     """
-    from .labels import MissingLabel, labelled_rows
-
-    labels, missing = [], {name: None for name in targets}
+    specs = {name: LabelSpec.from_target(t) for name, t in targets.items()}
+    labels, missing = [], {name: None for name in specs}
     for i, atoms in enumerate(structures):
         row = {}
-        for name, target in targets.items():
+        for name, spec in specs.items():
             try:
-                row[name] = target.read(atoms, source=source, index=i)
+                row[name] = extract_label(atoms, spec, source=source, index=i)
             except MissingLabel as exc:
                 missing[name] = missing[name] or exc
-                row[name] = np.full(target.shape(len(atoms)), np.nan)
-        if not any(labelled_rows(row[n], t.level).any() for n, t in targets.items()):
-            raise DataError(f"{source} structure {i}: no label for any target ({', '.join(repr(t.key) for t in targets.values())})")
+                row[name] = np.full(spec.shape(len(atoms)), np.nan)
+        if not any(labelled_rows(row[n], s.level).any() for n, s in specs.items()):
+            raise DataError(f"{source} structure {i}: no label for any target ({', '.join(repr(s.key) for s in specs.values())})")
         labels.append(row)
     # an energy whose gradient is a target may have no labels at all: it is then learned from the
     # forces alone (up to a constant)
-    energies = {t.config.gradient_of for t in targets.values() if getattr(t, "config", None) and t.config.gradient_of}
-    for name, target in targets.items():
+    energies = {getattr(t, "config", t).gradient_of for t in targets.values()} - {None}
+    for name, spec in specs.items():
         if (missing[name] is not None and name not in energies
-                and not any(labelled_rows(lab[name], target.level).any() for lab in labels)):
+                and not any(labelled_rows(lab[name], spec.level).any() for lab in labels)):
             raise missing[name]
     return labels
 
@@ -282,19 +283,8 @@ def _build_graphs(structures, settings, source, workers, progress):
     return graphs
 
 
-def obeys_sum_rule(target) -> bool:
-    """A per-atom rank-2 target declared to sum to zero over each structure (``sum_rule`` or a
-    ``sum_rule_weight``): Born charges, atomic polar tensors.  Only those are checked; an NMR
-    shielding or a per-atom polarizability obeys no such rule (a :class:`etgnn.targets.Target`
-    or its ``TargetConfig``)."""
-    target = getattr(target, "config", target)
-    return target.level == "atom" and target.rank == 2 and (target.sum_rule or target.sum_rule_weight > 0)
-
-
 def _finish(rows, config: Config, path: Path) -> GraphDataset:
     """Report (and optionally drop) structures that violate the sum rule; wrap as a dataset."""
-    from .labels import acoustic_sum_violation
-
     graphs, labels, ids = (list(x) for x in zip(*rows)) if rows else ([], [], [])
     keep = np.ones(len(rows), dtype=bool)
     for name, t in config.targets.items():
@@ -399,11 +389,3 @@ def make_loader(dataset: GraphDataset, config: Config, *, shuffle: bool, seed: i
         collate_fn=partial(_collate_items, levels=levels, dtype=dtype),
         num_workers=0,
     )
-
-
-def fit_normalization(model, train: GraphDataset) -> dict:
-    """Load the training part's statistics into ``model`` (:mod:`etgnn.train.normalization`;
-    training itself builds its model with them, :func:`etgnn.data.statistics.compute_statistics`)."""
-    from ..train.normalization import fit_normalization as _fit
-
-    return _fit(model, train)

@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import ConfigError, DataError, ShapeError
 from ..tensors import VOIGT_ORDERS, to_cartesian
 
-__all__ = ["LabelSpec", "MissingLabel", "labelled", "labelled_rows", "extract_label", "acoustic_sum_violation", "sum_rule_violations", "check_sum_rule"]
+__all__ = ["LabelSpec", "MissingLabel", "labelled", "labelled_rows", "extract_label", "acoustic_sum_violation", "obeys_sum_rule", "sum_rule_violations", "check_sum_rule"]
 
 _LEVELS = ("atom", "structure")
 _VOIGT_SIZE = {2: 6, 3: 18, 4: 36}
@@ -72,6 +72,17 @@ class LabelSpec:
         if self.transpose and self.rank != 2:
             raise ConfigError(f"LabelSpec {self.key!r}: transpose applies to rank-2 tensors only, rank is {self.rank}")
 
+    @classmethod
+    def from_target(cls, target) -> "LabelSpec":
+        """The spec of a target: an :class:`etgnn.config.TargetConfig` (or a
+        :class:`etgnn.targets.Target`, through its ``config``)."""
+        c = getattr(target, "config", target)
+        return cls(key=c.key, level=c.level, rank=c.rank, voigt_order=c.voigt_order, transpose=c.transpose)
+
+    def shape(self, n_atoms: int) -> tuple[int, ...]:
+        """Shape of one structure's label: (n_atoms, 3, ...) per atom, (3, ...) per structure."""
+        return ((n_atoms,) if self.level == "atom" else ()) + (3,) * self.rank
+
 
 class MissingLabel(DataError):
     """A structure has no field for a target (it may still be labelled for the others)."""
@@ -79,7 +90,7 @@ class MissingLabel(DataError):
 
 def labelled(rows) -> np.ndarray:
     """(n,) bool: which of the rows (n, ...) carry a value; an unlabelled atom or structure is NaN
-    in every component.  The torch twin is :func:`etgnn.train.losses.labelled_mask`."""
+    in every component.  The torch twin is :func:`etgnn.targets.losses.labelled_mask`."""
     a = np.asarray(rows, dtype=float)
     flat = a.reshape(a.shape[0], int(np.prod(a.shape[1:])))  # explicit width: also for zero rows
     return ~np.isnan(flat).all(axis=1) if flat.shape[1] else np.ones(flat.shape[0], dtype=bool)
@@ -220,6 +231,15 @@ def extract_label(atoms: ase.Atoms, spec: LabelSpec, *, source: str = "<memory>"
         t = np.swapaxes(t, -1, -2)
     _check_finite(t, spec, where)
     return np.array(t, dtype=np.float64)
+
+
+def obeys_sum_rule(target) -> bool:
+    """A per-atom rank-2 target declared to sum to zero over each structure (``sum_rule`` or a
+    ``sum_rule_weight``): Born charges, atomic polar tensors.  Only those are checked; an NMR
+    shielding or a per-atom polarizability obeys no such rule (a :class:`etgnn.targets.Target`
+    or its ``TargetConfig``)."""
+    target = getattr(target, "config", target)
+    return target.level == "atom" and target.rank == 2 and (target.sum_rule or target.sum_rule_weight > 0)
 
 
 def acoustic_sum_violation(becs) -> float:

@@ -19,12 +19,17 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..nn.normalize import DEFAULT_EDGES_PER_ATOM, DEFAULT_TRIPLETS_PER_ATOM
 from ..tensors import isotropic_tensors
 from . import keys as K
 from .labels import labelled
 
-__all__ = ["Statistics", "TargetStatistics", "compute_statistics"]
+__all__ = ["Statistics", "TargetStatistics", "compute_statistics", "training_baselines", "mean_baseline",
+           "atomic_numbers", "DEFAULT_EDGES_PER_ATOM", "DEFAULT_TRIPLETS_PER_ATOM"]
+
+#: Edges and triplets per atom assumed by a model built without statistics (about what a 6 / 4
+#: Angstrom cutoff pair gives in a dense solid); training replaces them by the training set's means.
+DEFAULT_EDGES_PER_ATOM = 32.0
+DEFAULT_TRIPLETS_PER_ATOM = 128.0
 
 
 @dataclass
@@ -48,7 +53,7 @@ class Statistics:
         edges_per_atom, triplets_per_atom: mean counts over the training atoms (at least 1).
         elements: atomic numbers present in the training structures (empty: unknown).
         targets: ``{target: TargetStatistics}``.
-        baselines: the metrics' constant predictors (:func:`etgnn.train.metrics.training_baselines`).
+        baselines: the metrics' constant predictors (:func:`training_baselines`).
     """
 
     edges_per_atom: float = DEFAULT_EDGES_PER_ATOM
@@ -116,6 +121,50 @@ def _structure_target(y: np.ndarray, numbers: list[np.ndarray], basis: np.ndarra
     return TargetStatistics(_scale(y), shift)
 
 
+def mean_baseline(y: np.ndarray, numbers: np.ndarray | None) -> dict:
+    """``{"mean": [3**M]}`` plus ``"per_element": {Z: [3**M]}`` when ``numbers`` (per-atom) is given.
+
+    Args:
+        y: (n, 3**M) rows; numbers: (n,) atomic numbers of the rows, or ``None`` (structures).
+    """
+    out = {"mean": y.mean(axis=0).tolist() if len(y) else [0.0] * y.shape[1]}
+    if numbers is not None:
+        elements, inverse = np.unique(np.asarray(numbers, dtype=np.int64), return_inverse=True)
+        sums = np.zeros((len(elements), y.shape[1]))
+        np.add.at(sums, inverse, y)
+        means = sums / np.bincount(inverse, minlength=len(elements))[:, None]
+        out["per_element"] = {int(z): means[k].tolist() for k, z in enumerate(elements)}
+    return out
+
+
+def atomic_numbers(dataset) -> np.ndarray:
+    """(total n_atoms,) atomic numbers of a :class:`~etgnn.data.dataset.GraphDataset`, in its order."""
+    return (np.concatenate([np.asarray(g[K.NUMBERS]) for g in dataset.graphs]) if len(dataset)
+            else np.zeros(0, dtype=np.int64))
+
+
+def training_baselines(dataset, targets) -> dict:
+    """The constant predictors the baselines use, fitted on (training) data.
+
+    Args:
+        dataset: a :class:`etgnn.data.dataset.GraphDataset` (the training part).
+        targets: ``{name: TargetConfig}`` (``level``, ``rank``).
+
+    Returns:
+        ``{target: {"mean": [3**M], "per_element": {Z: [3**M]}}}`` (``per_element`` for per-atom
+        targets only), plain lists so it is stored in checkpoints as it is.
+    """
+    out = {}
+    numbers = atomic_numbers(dataset)
+    for name, t in targets.items():
+        size = 3**t.rank
+        rows = [np.asarray(lab[name], dtype=float).reshape(-1, size) for lab in dataset.labels]
+        y = np.concatenate(rows) if rows else np.zeros((0, size))
+        keep = labelled(y)
+        out[name] = mean_baseline(y[keep], numbers[keep] if t.level == "atom" else None)
+    return out
+
+
 def compute_statistics(train, targets: Mapping, ridge: float = 1e-6) -> Statistics:
     """The statistics of a training set (a pure function: nothing is modified).
 
@@ -128,8 +177,6 @@ def compute_statistics(train, targets: Mapping, ridge: float = 1e-6) -> Statisti
     Returns:
         :class:`Statistics`.
     """
-    from ..train.metrics import training_baselines
-
     numbers = [np.asarray(g[K.NUMBERS]) for g in train.graphs]
     n_atoms = max(sum(len(z) for z in numbers), 1)
     n_edges = sum(g[K.EDGE_INDEX].shape[1] for g in train.graphs)

@@ -19,14 +19,12 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..data.statistics import DEFAULT_EDGES_PER_ATOM, DEFAULT_TRIPLETS_PER_ATOM
+
 __all__ = ["ScaleShift", "NeighbourCounts", "MAX_Z", "DEFAULT_EDGES_PER_ATOM", "DEFAULT_TRIPLETS_PER_ATOM"]
 
 #: Largest atomic number with a row of per-element parameters.
 MAX_Z = 118
-#: Edges and triplets per atom assumed by a model built without statistics (about what a 6 / 4
-#: Angstrom cutoff pair gives in a dense solid); training replaces them by the training set's means.
-DEFAULT_EDGES_PER_ATOM = 32.0
-DEFAULT_TRIPLETS_PER_ATOM = 128.0
 
 
 def _symbol(z: int) -> str:

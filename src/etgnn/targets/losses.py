@@ -28,7 +28,7 @@ from torch import Tensor
 from ..data import keys as K
 from ..nn.scatter import scatter_sum
 
-__all__ = ["mse", "mae", "euclidean", "cosine", "sum_rule_penalty", "safe_norm", "LOSSES", "total_loss"]
+__all__ = ["mse", "mae", "euclidean", "cosine", "sum_rule_penalty", "safe_norm", "LOSSES", "labelled_mask"]
 
 #: Lower bound of the norm product in the denominator of :func:`cosine` (normalised units).
 COSINE_EPS = 1e-8
@@ -139,5 +139,3 @@ def labelled_mask(label: Tensor) -> Tensor:
     every component; see :func:`etgnn.data.labels.labelled`)."""
     return ~torch.isnan(_flat(label)).all(dim=1)
 
-
-from ..targets import total_loss  # noqa: E402  (the one loss; it lives with the Target objects)

@@ -11,7 +11,7 @@ batch by batch and summed across DDP ranks (per-epoch validation, ``log.csv``).
 The full report (:func:`full_metrics`, used by ``etgnn evaluate`` and the end of ``etgnn train``)
 adds, for every target, a baseline beside every metric (the MAE, RMSE, R^2 of a constant
 predictor: the per-element mean tensor for per-atom targets, the mean tensor for structure
-targets, both fitted on the training data, see :func:`training_baselines`) and, for rank-2
+targets, both fitted on the training data, see :func:`etgnn.data.statistics.training_baselines`) and, for rank-2
 targets, the parts of :func:`tensor_parts` separately: isotropic ``tr(T)/3`` (1 value per row),
 anisotropic (symmetric traceless, entries i <= j: 6 values) and antisymmetric (entries i < j: 3
 values).  A part's R^2 is about the per-component mean of the part, so the mean tensor scores 0.
@@ -32,10 +32,11 @@ import torch
 from torch import Tensor
 
 from ..data.labels import labelled
+from ..data.statistics import atomic_numbers, mean_baseline, training_baselines
 from .losses import labelled_mask
 
-__all__ = ["METRIC_NAMES", "PARTS", "MetricAccumulator", "atomic_numbers", "compute_metrics", "format_table", "full_metrics",
-           "target_metrics", "tensor_parts", "training_baselines"]
+__all__ = ["METRIC_NAMES", "PARTS", "MetricAccumulator", "compute_metrics", "format_table", "full_metrics",
+           "target_metrics", "tensor_parts"]
 
 #: Metric names, in table order.
 METRIC_NAMES = ("mae", "rmse", "euclidean", "r2")
@@ -159,52 +160,6 @@ def _pooled(p: np.ndarray, y: np.ndarray) -> dict:
     return compute_metrics({"t": p}, {"t": y})["t"]
 
 
-def _mean_baseline(y: np.ndarray, numbers: np.ndarray | None) -> dict:
-    """``{"mean": [3**M]}`` plus ``"per_element": {Z: [3**M]}`` when ``numbers`` (per-atom) is given.
-
-    Args:
-        y: (n, 3**M) rows; numbers: (n,) atomic numbers of the rows, or ``None`` (structures).
-    """
-    out = {"mean": y.mean(axis=0).tolist() if len(y) else [0.0] * y.shape[1]}
-    if numbers is not None:
-        elements, inverse = np.unique(np.asarray(numbers, dtype=np.int64), return_inverse=True)
-        sums = np.zeros((len(elements), y.shape[1]))
-        np.add.at(sums, inverse, y)
-        means = sums / np.bincount(inverse, minlength=len(elements))[:, None]
-        out["per_element"] = {int(z): means[k].tolist() for k, z in enumerate(elements)}
-    return out
-
-
-def atomic_numbers(dataset) -> np.ndarray:
-    """(total n_atoms,) atomic numbers of a :class:`~etgnn.data.dataset.GraphDataset`, in its order."""
-    from ..data import keys as K
-
-    return (np.concatenate([np.asarray(g[K.NUMBERS]) for g in dataset.graphs]) if len(dataset)
-            else np.zeros(0, dtype=np.int64))
-
-
-def training_baselines(dataset, targets) -> dict:
-    """The constant predictors the baselines use, fitted on (training) data.
-
-    Args:
-        dataset: a :class:`etgnn.data.dataset.GraphDataset` (the training part).
-        targets: ``{name: TargetConfig}`` (``level``, ``rank``).
-
-    Returns:
-        ``{target: {"mean": [3**M], "per_element": {Z: [3**M]}}}`` (``per_element`` for per-atom
-        targets only), plain lists so it is stored in checkpoints as it is.
-    """
-    out = {}
-    numbers = atomic_numbers(dataset)
-    for name, t in targets.items():
-        size = 3**t.rank
-        rows = [np.asarray(lab[name], dtype=float).reshape(-1, size) for lab in dataset.labels]
-        y = np.concatenate(rows) if rows else np.zeros((0, size))
-        keep = labelled(y)
-        out[name] = _mean_baseline(y[keep], numbers[keep] if t.level == "atom" else None)
-    return out
-
-
 def _baseline_prediction(entry: dict, n: int, numbers: np.ndarray | None) -> tuple[np.ndarray, int]:
     """(n, 3**M) baseline rows and the number of rows whose element the baseline has not seen."""
     mean = np.asarray(entry["mean"], dtype=float)
@@ -226,7 +181,7 @@ def full_metrics(predictions: Mapping[str, np.ndarray], references: Mapping[str,
         predictions, references: ``{target: (n, 3, ..., 3) array}`` in data units.
         targets: ``{name: TargetConfig}`` (``level``, ``rank``) of the model.
         numbers: (total n_atoms,) atomic numbers of the per-atom rows (needed for per-atom targets).
-        baselines: :func:`training_baselines` of the training data (stored in the checkpoint);
+        baselines: :func:`etgnn.data.statistics.training_baselines` of the training data (stored in the checkpoint);
             ``None`` or a missing target: the evaluation references' own means are used instead,
             and ``baseline_source`` says so.
 
@@ -249,7 +204,7 @@ def target_metrics(pred: np.ndarray, ref: np.ndarray, level: str, rank: int, *, 
             are unlabelled and not scored.
         level, rank: the target's.
         numbers: (n,) atomic numbers of the rows (per-atom targets).
-        baseline: this target's entry of :func:`training_baselines`, or None (the references'
+        baseline: this target's entry of :func:`etgnn.data.statistics.training_baselines`, or None (the references'
             own means, reported as ``baseline_source``).
         name: the target's name, for messages.
     """
@@ -265,7 +220,7 @@ def target_metrics(pred: np.ndarray, ref: np.ndarray, level: str, rank: int, *, 
     p, y = p[keep], y[keep]
     z = z[keep] if z is not None else None
     source = TRAINING if baseline is not None else EVALUATION
-    entry = baseline if baseline is not None else _mean_baseline(y, z)
+    entry = baseline if baseline is not None else mean_baseline(y, z)
     b, unseen = _baseline_prediction(entry, len(y), z)
     m = dict(_pooled(p, y))
     bm = _pooled(b, y)

@@ -29,10 +29,14 @@ import numpy as np
 from ase import Atoms
 from torch import Tensor
 
-from .config import Config, ModelConfig, TargetConfig
-from .data import keys as K
-from .data.labels import LabelSpec, extract_label
-from .tensors import parse_symmetry
+from ..config import Config, ModelConfig, TargetConfig
+from ..data import keys as K
+from ..data.labels import LabelSpec, extract_label, obeys_sum_rule
+from ..nn.heads import TensorHead
+from ..nn.response import NegativeGradient
+from ..tensors import parse_symmetry
+from .losses import LOSSES, labelled_mask, sum_rule_penalty
+from .metrics import target_metrics
 
 __all__ = ["Target", "build_targets", "total_loss"]
 
@@ -50,13 +54,10 @@ class Target:
     """
 
     def __init__(self, name: str, config: TargetConfig):
-        from .train.losses import LOSSES
-
         self.name, self.config = name, config
         self.key, self.level, self.rank, self.unit = config.key, config.level, config.rank, config.unit
         self.permutations = parse_symmetry(config.symmetry, config.rank)  # validated once
-        self.label_spec = LabelSpec(key=config.key, level=config.level, rank=config.rank,
-                                    voigt_order=config.voigt_order, transpose=config.transpose)
+        self.label_spec = LabelSpec.from_target(config)
         self.loss_fn = LOSSES[config.loss]
         self.head = None
 
@@ -74,13 +75,11 @@ class Target:
     @property
     def obeys_sum_rule(self) -> bool:
         """Per-atom rank-2 target held to the acoustic sum rule (exactly or by a penalty)."""
-        from .data.dataset import obeys_sum_rule
-
         return obeys_sum_rule(self.config)
 
     def shape(self, n_atoms: int) -> tuple[int, ...]:
         """Shape of one structure's label: (n_atoms, 3, ...) per atom, (3, ...) per structure."""
-        return ((n_atoms,) if self.level == "atom" else ()) + (3,) * self.rank
+        return self.label_spec.shape(n_atoms)
 
     # ------------------------------------------------------------------ label I/O
     def read(self, atoms: Atoms, source: str = "<memory>", index: int = 0) -> np.ndarray:
@@ -119,9 +118,6 @@ class Target:
             statistics: this target's :class:`etgnn.data.statistics.TargetStatistics`, or None
                 (unit scale, no shift: an untrained model).
         """
-        from .nn.heads import TensorHead
-        from .nn.response import NegativeGradient
-
         c = self.config
         if c.gradient_of is not None:  # -dE/dR, taken by ETGNN.forward
             return NegativeGradient(c.gradient_of, scale=statistics.scale if statistics is not None else 1.0)
@@ -141,7 +137,7 @@ class Target:
 
         Prediction and label are divided by ``scale`` (so targets in different units mix); rows
         whose label is NaN in every component are unlabelled and left out.  With
-        ``sum_rule_weight > 0`` the weight times :func:`etgnn.train.losses.sum_rule_penalty` of the
+        ``sum_rule_weight > 0`` the weight times :func:`etgnn.targets.losses.sum_rule_penalty` of the
         normalised prediction is added.
 
         Args:
@@ -153,8 +149,6 @@ class Target:
         Returns:
             (weighted loss, ``{name: loss, name_sum_rule: penalty}`` unweighted parts).
         """
-        from .train.losses import labelled_mask, sum_rule_penalty
-
         scale = scale.to(pred.dtype)
         label = batch[self.name]
         keep = labelled_mask(label)
@@ -173,9 +167,7 @@ class Target:
 
     def metrics(self, pred: np.ndarray, ref: np.ndarray, numbers: np.ndarray | None = None,
                 baseline: Mapping | None = None) -> dict:
-        """Metrics in data units over the labelled rows (:func:`etgnn.train.metrics.target_metrics`)."""
-        from .train.metrics import target_metrics
-
+        """Metrics in data units over the labelled rows (:func:`etgnn.targets.metrics.target_metrics`)."""
         return target_metrics(pred, ref, self.level, self.rank, numbers=numbers, baseline=baseline, name=self.name)
 
 

@@ -8,8 +8,9 @@ Public API::
 """
 
 from .evaluate import evaluate, predict_file
-from .losses import LOSSES, cosine, euclidean, mae, mse, sum_rule_penalty, total_loss
-from .metrics import METRIC_NAMES, MetricAccumulator, compute_metrics
+from ..targets import total_loss
+from ..targets.losses import LOSSES, cosine, euclidean, mae, mse, sum_rule_penalty
+from ..targets.metrics import METRIC_NAMES, MetricAccumulator, compute_metrics
 from .plots import parity_plot
 from .trainer import TrainResult, train
 

@@ -118,7 +118,7 @@ def _load(path: str, device: str):
 
 def _train(args) -> int:
     from ..config import load_config
-    from .metrics import format_table
+    from ..targets.metrics import format_table
     from .trainer import train
 
     overrides = list(args.overrides) + (["training.progress=false"] if args.no_progress else [])
@@ -157,7 +157,7 @@ def _drop_threshold(value, config, checkpoint: str) -> float | None:
 
 def _evaluate(args) -> int:
     from .evaluate import evaluate, format_sum_rule_report, load_evaluation_data
-    from .metrics import format_table
+    from ..targets.metrics import format_table
     from .plots import parity_plot
 
     from ..data.dataset import resolve_data_path

@@ -14,10 +14,12 @@ import torch
 
 from ..data import keys as K
 from ..data.batch import to_device
-from ..data.dataset import obeys_sum_rule
+from ..data.labels import obeys_sum_rule
 from .ddp import DistContext, all_reduce_sum
-from .losses import labelled_mask, total_loss
-from .metrics import MetricAccumulator, atomic_numbers, full_metrics
+from ..data.statistics import atomic_numbers
+from ..targets import total_loss
+from ..targets.losses import labelled_mask
+from ..targets.metrics import MetricAccumulator, full_metrics
 
 __all__ = ["evaluate", "evaluate_loader", "load_evaluation_data", "sum_rule_violators", "format_sum_rule_report", "predict_file",
            "iter_structures"]

@@ -29,7 +29,7 @@ _PART_TITLES = {"all": "all components", "iso": "isotropic tr/3", "aniso": "anis
 
 def _panels(predictions, references, metrics):
     """``[(target, part, pred (k,), ref (k,), metrics of the panel)]`` in drawing order."""
-    from .metrics import tensor_parts
+    from ..targets.metrics import tensor_parts
 
     out = []
     for name, p in predictions.items():
@@ -66,7 +66,7 @@ def parity_plot(predictions: Mapping[str, np.ndarray], references: Mapping[str, 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from .metrics import compute_metrics
+    from ..targets.metrics import compute_metrics
 
     keep = {n: labelled(y) if np.ndim(y) else np.ones(1, bool) for n, y in references.items()}
     predictions = {n: np.asarray(predictions[n])[k] for n, k in keep.items()}  # unlabelled rows (NaN) not plotted

@@ -41,8 +41,9 @@ from . import ddp
 from .checkpoint import BEST, LAST, capture_rng, epoch_seed, load_checkpoint, restore_rng, save_checkpoint, seed_everything
 from .ema import EMA
 from .evaluate import evaluate_loader
-from .losses import total_loss
-from .metrics import METRIC_NAMES, atomic_numbers, full_metrics
+from ..data.statistics import atomic_numbers
+from ..targets import total_loss
+from ..targets.metrics import METRIC_NAMES, full_metrics
 from .runlog import board_epoch, open_board, remove_partial_files, report_cache, say
 from .schedule import LRSchedule
 
