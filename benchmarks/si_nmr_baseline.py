@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     import etgnn
     from etgnn.data.dataset import make_splits
-    from etgnn.train.evaluate import evaluate
+    from etgnn.evaluate import evaluate
 
     cfg = etgnn.load_config(args.config)
     splits = make_splits(cfg, progress=False)

@@ -146,7 +146,7 @@ def test_validation_loss_is_the_training_loss(tmp_path):
     sum-rule penalty and partial labels, evaluate_loader's loss equals total_loss's."""
     import etgnn
     from etgnn.data.batch import collate
-    from etgnn.train.evaluate import evaluate_loader
+    from etgnn.evaluate import evaluate_loader
 
     frames = _crystals(3)
     rng = np.random.default_rng(2)

@@ -10,7 +10,7 @@ import etgnn
 from etgnn.config import load_config
 from etgnn.errors import ConfigError
 from etgnn.train import train
-from etgnn.train.evaluate import evaluate_loader
+from etgnn.evaluate import evaluate_loader
 
 
 def test_two_process_ddp_run(config, tmp_path):

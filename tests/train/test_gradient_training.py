@@ -8,7 +8,7 @@ import pytest
 import etgnn
 from etgnn.config import load_config
 from etgnn.train import train
-from etgnn.train.evaluate import evaluate_loader
+from etgnn.evaluate import evaluate_loader
 
 
 def test_force_loss_trains_the_energy(energy_forces):

@@ -189,7 +189,7 @@ def test_ema_weights_are_evaluated_and_saved(config, tmp_path):
         assert torch.equal(ckpt["state_dict"][n], v)
     # the saved model (EMA weights) reproduces the validation loss logged for the best epoch
     from etgnn.data.dataset import make_loader, make_splits
-    from etgnn.train.evaluate import evaluate_loader
+    from etgnn.evaluate import evaluate_loader
 
     model = etgnn.load_model(tmp_path / "run" / "best.ckpt")
     cfg = load_config(config())

@@ -7,7 +7,7 @@ Public API::
     predict_file(model, "traj.extxyz", "pred.extxyz")
 """
 
-from .evaluate import evaluate, predict_file
+from ..evaluate import evaluate, predict_file
 from ..targets import total_loss
 from ..targets.losses import LOSSES, cosine, euclidean, mae, mse, sum_rule_penalty
 from ..targets.metrics import METRIC_NAMES, MetricAccumulator, compute_metrics

@@ -156,7 +156,7 @@ def _drop_threshold(value, config, checkpoint: str) -> float | None:
 
 
 def _evaluate(args) -> int:
-    from .evaluate import evaluate, format_sum_rule_report, load_evaluation_data
+    from ..evaluate import evaluate, format_sum_rule_report, load_evaluation_data
     from ..targets.metrics import format_table
     from .plots import parity_plot
 

@@ -40,7 +40,7 @@ from ..errors import ConfigError, EtgnnError
 from . import ddp
 from .checkpoint import BEST, LAST, capture_rng, epoch_seed, load_checkpoint, restore_rng, save_checkpoint, seed_everything
 from .ema import EMA
-from .evaluate import evaluate_loader
+from ..evaluate import evaluate_loader
 from ..data.statistics import atomic_numbers
 from ..targets import total_loss
 from ..targets.metrics import METRIC_NAMES, full_metrics

@@ -1,44 +1,56 @@
-"""Evaluation on labelled data and streamed prediction of structure files.
+"""Evaluation on labelled data, beside prediction (:mod:`etgnn.predict`).
 
-``evaluate`` gives metrics in data units (:func:`etgnn.train.metrics.full_metrics`: pooled,
+``evaluate`` gives metrics in data units (:func:`etgnn.targets.metrics.full_metrics`: pooled,
 baselines, rank-2 parts) plus the predictions and references; ``load_evaluation_data`` reads
 every structure of a file and reports (and, only when asked, drops) those that break the
 acoustic sum rule; ``predict_file`` is the 0.1 name of
-:meth:`etgnn.predict.Predictor.predict_file` (the one prediction path).
+:meth:`etgnn.predict.Predictor.predict_file` (the one prediction path).  Training validates with
+:func:`evaluate_loader` (every DDP rank its own shard, the sums combined).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
+
 import numpy as np
 import torch
+import torch.distributed as dist
 
-from ..data import keys as K
-from ..data.batch import to_device
-from ..data.labels import obeys_sum_rule
-from .ddp import DistContext, all_reduce_sum
-from ..data.statistics import atomic_numbers
-from ..targets import total_loss
-from ..targets.losses import labelled_mask
-from ..targets.metrics import MetricAccumulator, full_metrics
+from .data import keys as K
+from .data.batch import to_device
+from .data.dataset import load_structures_dataset, make_loader
+from .data.labels import acoustic_sum_violation, obeys_sum_rule
+from .data.statistics import atomic_numbers
+from .predict import Predictor
+from .targets import total_loss
+from .targets.losses import labelled_mask
+from .targets.metrics import MetricAccumulator, full_metrics
 
-__all__ = ["evaluate", "evaluate_loader", "load_evaluation_data", "sum_rule_violators", "format_sum_rule_report", "predict_file",
-           "iter_structures"]
+__all__ = ["evaluate", "evaluate_loader", "load_evaluation_data", "sum_rule_violators", "format_sum_rule_report",
+           "predict_file"]
 
 #: |sum over atoms| (data units) above which a structure is reported when the checkpoint has no
 #: ``data.sum_rule_threshold`` (the same value the data reader reports with)
 REPORT_THRESHOLD = 0.1
 
-from ..data.readers import iter_structures  # noqa: E402  (0.1 location of the streaming reader)
+
+def _sum_over_ranks(x: torch.Tensor, ctx) -> None:
+    """Sum ``x`` over the DDP ranks of ``ctx`` in place (one process: nothing to do)."""
+    if ctx is not None and ctx.distributed:
+        dist.all_reduce(x, op=dist.ReduceOp.SUM)
 
 
 @torch.no_grad()
-def evaluate_loader(model, loader, *, ctx: DistContext | None = None, collect: bool = False):
+def evaluate_loader(model, loader, *, ctx=None, collect: bool = False):
     """Loss and metrics of ``model`` over every batch of ``loader`` (summed over DDP ranks).
 
     Args:
         model: an unwrapped :class:`etgnn.model.ETGNN` (its weights are used as they are).
         loader: yields batches with one label tensor per target.
-        ctx: distributed context; each rank passes its own shard, results are combined.
+        ctx: distributed context (:class:`etgnn.train.ddp.DistContext`: ``device`` and
+            ``distributed``); each rank passes its own shard, results are combined.  Default: one
+            process, on the model's device.
         collect: also return the predictions and references (this process's shard).
 
     Returns:
@@ -47,19 +59,19 @@ def evaluate_loader(model, loader, *, ctx: DistContext | None = None, collect: b
         ``{target: {metric: value}}`` in data units; predictions / references
         ``{target: (n, 3, ..., 3) float64 array}`` (``None`` unless ``collect``).
     """
-    ctx = ctx or DistContext(device=model.device)
+    device = ctx.device if ctx is not None else model.device
     targets = model.targets
     names = list(targets)
     was_training = model.training
     model.eval()
-    acc = MetricAccumulator(names, device=ctx.device)
+    acc = MetricAccumulator(names, device=device)
     # per target: loss sum, labelled rows, sum-rule penalty sum, structures
-    sums = torch.zeros(4, len(names), dtype=torch.float64, device=ctx.device)
+    sums = torch.zeros(4, len(names), dtype=torch.float64, device=device)
     preds: dict[str, list] = {n: [] for n in names}
     refs: dict[str, list] = {n: [] for n in names}
     try:
         for batch in loader:
-            batch = to_device(batch, ctx.device)
+            batch = to_device(batch, device)
             out = model(batch)
             # the training loss itself (every penalty included), summed, then averaged per target
             _, parts = total_loss(out, batch, targets, reduction="sum")
@@ -75,11 +87,11 @@ def evaluate_loader(model, loader, *, ctx: DistContext | None = None, collect: b
                     refs[name].append(batch[name].detach().cpu().double().numpy())
     finally:
         model.train(was_training)
-    all_reduce_sum(sums, ctx)
-    all_reduce_sum(acc.state, ctx)
-    weights = torch.tensor([t.config.weight for t in targets.values()], dtype=torch.float64, device=ctx.device)
+    _sum_over_ranks(sums, ctx)
+    _sum_over_ranks(acc.state, ctx)
+    weights = torch.tensor([t.config.weight for t in targets.values()], dtype=torch.float64, device=device)
     penalty = torch.tensor([t.config.sum_rule_weight for t in targets.values()], dtype=torch.float64,
-                           device=ctx.device)
+                           device=device)
     loss = float((weights * sums[0] / sums[1].clamp(min=1) + penalty * sums[2] / sums[3].clamp(min=1)).sum())
     if not collect:
         return loss, acc.compute(), None, None
@@ -100,13 +112,11 @@ def evaluate(model, dataset, *, batch_size: int | None = None):
 
     Returns:
         ``(metrics, predictions, references)``: ``{target: {"mae", "rmse", "euclidean", "r2",
-        "n", "baseline_mae", ..., "parts": ...}}`` of :func:`etgnn.train.metrics.full_metrics` in
+        "n", "baseline_mae", ..., "parts": ...}}`` of :func:`etgnn.targets.metrics.full_metrics` in
         data units (baselines from ``model.baselines``, the training data's means, else from
         ``dataset`` itself), and ``{target: array}`` with per-atom targets (total n_atoms, 3, ...)
         in dataset order and per-structure targets (n_structures, 3, ...), float64.
     """
-    from ..data.dataset import make_loader
-
     loader = make_loader(dataset, model.config, shuffle=False, batch_size=batch_size)
     _, _, preds, refs = evaluate_loader(model, loader, collect=True)
     metrics = full_metrics(preds, refs, model.targets, numbers=atomic_numbers(dataset),
@@ -120,15 +130,13 @@ def sum_rule_violators(dataset, targets, threshold: float) -> dict[str, list[dic
     Args:
         dataset: a :class:`etgnn.data.dataset.GraphDataset`.
         targets: ``{name: TargetConfig}``; per-atom rank-2 targets with ``sum_rule`` or a
-            ``sum_rule_weight`` are checked (:func:`etgnn.data.dataset.obeys_sum_rule`).
+            ``sum_rule_weight`` are checked (:func:`etgnn.data.labels.obeys_sum_rule`).
         threshold: report ``|sum over atoms|`` (Frobenius norm, data units) above this.
 
     Returns:
         ``{target: [{"index": position in dataset, "id": structure id, "abs_sum": float}]}``
         for every per-atom rank-2 target (an empty list when none breaks it).
     """
-    from ..data.labels import acoustic_sum_violation
-
     out = {}
     for name, t in targets.items():
         if obeys_sum_rule(t):
@@ -155,11 +163,6 @@ def load_evaluation_data(path, config, *, drop_threshold: float | None = None, f
         ``{"threshold", "dropped": bool, "n_structures": read, "violators": {target: [{"index"
         (in the file), "id", "abs_sum"}]}}``.
     """
-    import dataclasses
-    import warnings
-
-    from ..data.dataset import load_structures_dataset
-
     threshold = drop_threshold if drop_threshold is not None else (config.data.sum_rule_threshold or REPORT_THRESHOLD)
     keep_all = dataclasses.replace(config, data=dataclasses.replace(config.data, sum_rule_threshold=None))
     with warnings.catch_warnings():  # reported below, with the evaluation's threshold and action
@@ -198,7 +201,5 @@ def predict_file(model, input_path, output_path, *, batch_size: int = 32, format
 
     A thin wrapper of :meth:`etgnn.predict.Predictor.predict_file` (kept for etgnn 0.1 callers).
     """
-    from ..predict import Predictor
-
     return Predictor(model, batch_size=batch_size, progress=progress).predict_file(
         input_path, output_path, format=format, structure_path=structure_path, keep_labels=keep_labels)
