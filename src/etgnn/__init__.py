@@ -8,7 +8,7 @@ Public API::
     atoms.calc = etgnn.ETGNNCalculator(model, aliases={"mu": "dipole"})   # ASE calculator
 """
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402
 
 from .config import Config, load_config  # noqa: E402
 from .errors import ConfigError, DataError, EtgnnError, ShapeError  # noqa: E402

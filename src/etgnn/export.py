@@ -89,7 +89,7 @@ def example_inputs(model) -> tuple[Tensor, ...]:
 
 def metadata(model) -> dict:
     """What a user of the artifact needs besides the program: cutoffs, dtype, targets, inputs."""
-    from . import __version__
+    from ._version import __version__
 
     m = model.config.model
     return {

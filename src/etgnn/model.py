@@ -20,7 +20,7 @@ import torch
 from ase import Atoms
 from torch import Tensor, nn
 
-from . import __version__
+from ._version import __version__
 from ._warnings import UnseenElementWarning, warn
 from .config import Config, config_to_dict, load_config
 from .data import keys as K

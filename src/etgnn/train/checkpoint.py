@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..errors import DataError
 from ..model import CHECKPOINT_FORMAT, save_atomic
 
