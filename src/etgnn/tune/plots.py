@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from .trials import best_trial, param_names, short_names
+
 __all__ = ["parallel_coordinates", "sweep_plot"]
 
 #: half-width of the vertical jitter of lines on categorical axes (axis height = 1), so that
@@ -93,10 +95,8 @@ def parallel_coordinates(study, path: str | os.PathLike, space: Mapping[str, Any
     from matplotlib.lines import Line2D
     from optuna.trial import TrialState
 
-    from .report import _param_names, _short_names, best_trial
-
     trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
-    names = _param_names(trials, space)
+    names = param_names(trials, space)
     dists = {}
     for t in trials:
         dists.update(t.distributions)
@@ -143,7 +143,7 @@ def parallel_coordinates(study, path: str | os.PathLike, space: Mapping[str, Any
             ax.plot(xs, coords(t), color=cmap(norm(t.value)), lw=1.6, alpha=0.9, zorder=2)
     if best is not None:
         ax.plot(xs, coords(best), color="red", lw=3.5, zorder=4, marker="o", ms=5)
-    for x, a, label in zip(xs, axes, [*_short_names(names), "validation loss"]):
+    for x, a, label in zip(xs, axes, [*short_names(names), "validation loss"]):
         ax.axvline(x, color="black", lw=1.0, zorder=3)
         for y, text in a.ticks():
             ax.text(x - 0.04, y, text, ha="right", va="center", fontsize=8, zorder=5,

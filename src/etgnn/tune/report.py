@@ -24,32 +24,19 @@ from typing import Any
 import yaml
 
 from ..config import config_to_dict, load_config
+from .plots import parallel_coordinates
 from .space import override
+from .trials import best_trial, param_names, short_names
 
 __all__ = ["write_reports", "trial_rows", "best_trial", "format_top_trials", "best_config_dict"]
 
 _FIXED_COLUMNS = ("number", "state", "value", "last_reported", "duration_s", "epochs_run", "best_epoch")
 
 
-def best_trial(study):
-    """The complete trial with the lowest value, or None."""
-    from optuna.trial import TrialState
-
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return min(done, key=lambda t: t.value) if done else None
-
-
-def _param_names(trials, space: Mapping[str, Any] | None = None) -> list[str]:
-    names = list(space or {})
-    for t in trials:
-        names += [p for p in t.params if p not in names]
-    return names
-
-
 def trial_rows(study, space: Mapping[str, Any] | None = None) -> tuple[list[str], list[dict]]:
     """``(header, rows)`` of ``trials.csv``; one dict per trial, ordered by trial number."""
     trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
-    names = _param_names(trials, space)
+    names = param_names(trials, space)
     header = [*_FIXED_COLUMNS, *names, "run_dir", "error"]
     rows = []
     for t in trials:
@@ -84,8 +71,6 @@ def write_reports(study, study_dir: str | Path, base: Mapping[str, Any], fixed: 
     Returns:
         The files written (no best config and no plot while the study has no trial).
     """
-    from .plots import parallel_coordinates
-
     study_dir = Path(study_dir)
     study_dir.mkdir(parents=True, exist_ok=True)
     header, rows = trial_rows(study, space)
@@ -110,11 +95,6 @@ def write_reports(study, study_dir: str | Path, base: Mapping[str, Any], fixed: 
     return files
 
 
-def _short_names(names: list[str]) -> list[str]:
-    last = [n.rsplit(".", 1)[-1] for n in names]
-    return [s if last.count(s) == 1 else n for s, n in zip(last, names)]
-
-
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.3g}"
@@ -132,8 +112,8 @@ def format_top_trials(study, k: int = 10) -> str:
     done = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)[:k]
     if not done:
         return head + "; no complete trial yet"
-    names = _param_names(done)
-    header = ["rank", "trial", "val loss", "epochs", "time (s)", *_short_names(names)]
+    names = param_names(done)
+    header = ["rank", "trial", "val loss", "epochs", "time (s)", *short_names(names)]
     table = [[str(i + 1), str(t.number), f"{t.value:.5g}", _fmt(t.user_attrs.get("epochs_run")),
               f"{t.duration.total_seconds():.0f}" if t.duration is not None else "",
               *(_fmt(t.params.get(p)) for p in names)] for i, t in enumerate(done)]
