@@ -17,7 +17,7 @@ rename, so a run killed while writing leaves the previous file intact)::
     elapsed                        training wall-clock seconds over all sessions of the run
     rng                            torch / numpy / python / cuda generator states and the
                                    loader's (seed, epoch) (shuffling depends on these only)
-    baselines                      training means, the metrics' baselines (etgnn.train.metrics.
+    baselines                      training means, the metrics' baselines (etgnn.data.statistics.
                                    training_baselines; absent in older files, optional to read)
 """
 

@@ -4,8 +4,8 @@ Drawn with matplotlib's object API on an Agg canvas (no pyplot, no global backen
 the style of Fig. S2 of the ETGNN paper: every Cartesian component of every atom / structure is
 one point, with the y = x line.  A rank-2 target gets four panels in a row: all components, then
 its isotropic (tr/3), anisotropic (symmetric traceless) and antisymmetric parts
-(:func:`etgnn.train.metrics.tensor_parts`).  Each panel writes its MAE and R^2 with the
-baseline's beside them (see :mod:`etgnn.train.metrics`).
+(:func:`etgnn.targets.metrics.tensor_parts`).  Each panel writes its MAE and R^2 with the
+baseline's beside them (see :mod:`etgnn.targets.metrics`).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def parity_plot(predictions: Mapping[str, np.ndarray], references: Mapping[str, 
     Args:
         predictions, references: ``{target: (n, 3, ..., 3) array}`` in data units.
         path: output image (PNG recommended).
-        metrics: ``{target: metrics}`` of :func:`etgnn.train.metrics.full_metrics` (parts and
+        metrics: ``{target: metrics}`` of :func:`etgnn.targets.metrics.full_metrics` (parts and
             baselines); pooled metrics only (computed if absent) give one panel per target.
         units: ``{target: unit}`` for the axis labels.
         title: figure title.
