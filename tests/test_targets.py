@@ -80,19 +80,66 @@ def test_symmetry_is_parsed_once_not_on_every_forward_pass(monkeypatch):
     torch.testing.assert_close(out["beta"], out["beta"].transpose(-1, -2), rtol=0, atol=1e-14)
 
 
+#: Every loss function, weights other than 1, a sum-rule penalty of its own weight.
+WEIGHTED = {"bec": {"key": "bec", "level": "atom", "rank": 2, "sum_rule_weight": 0.3, "weight": 0.7},
+            "q": {"key": "q", "level": "atom", "rank": 0, "loss": "mse", "weight": 2.5},
+            "beta": {"key": "beta", "level": "structure", "rank": 3, "symmetry": "ijk=ikj", "loss": "mae",
+                     "weight": 0.4},
+            "e": {"key": "e", "level": "structure", "rank": 0, "reduce": "sum", "weight": 1.7},
+            "mu": {"key": "mu", "level": "structure", "rank": 1, "reduce": "sum", "loss": "cosine", "weight": 0.2}}
+
+
 def test_total_loss_is_the_sum_of_each_targets_loss_with_its_penalty():
-    model = etgnn.build_model({"model": MODEL, "targets": TARGETS})
+    """The training loss by hand in numpy from the frames' labels: per target, the weight times
+    its loss of prediction / scale and label / scale over the labelled rows, plus sum_rule_weight
+    times the mean norm of each structure's summed (scaled) per-atom tensors."""
+    model = etgnn.build_model({"model": MODEL, "targets": WEIGHTED})
+    scales = {"bec": 1.9, "q": 0.45, "beta": 3.1, "e": 7.0, "mu": 0.6}
+    with torch.no_grad():
+        for name, value in scales.items():
+            model.heads[name].scale.fill_(value)
     frames = _frames(4)
+    rng = np.random.default_rng(5)
+    for a in frames:
+        a.info["mu"] = rng.normal(size=3)
+    frames[1].arrays["q"][2] = np.nan  # an unlabelled atom: no part of the loss
     ds = _dataset(model, frames)
     batch = collate(ds.graphs, ds.labels, {n: t.level for n, t in model.targets.items()}, dtype=torch.float64)
     with torch.no_grad():
         out = model(batch)
-    total, parts = total_loss(out, batch, model.targets)
-    by_hand = sum(t.loss(out[n], batch, t.head.scale)[0] for n, t in model.targets.items())
-    assert float(total) == pytest.approx(float(by_hand), rel=1e-14)
-    assert set(parts) == {"bec", "bec_sum_rule", "q", "beta", "e"}
-    expected = sum(TargetConfig(**{"key": n, **t}).weight * float(parts[n]) for n, t in TARGETS.items())
-    assert float(total) == pytest.approx(expected + 0.3 * float(parts["bec_sum_rule"]), rel=1e-12)
+    pred = {n: v.numpy() for n, v in out.items()}
+    label = {"bec": np.concatenate([a.arrays["bec"] for a in frames]),
+             "q": np.concatenate([a.arrays["q"] for a in frames]),
+             "beta": np.stack([a.info["beta"] for a in frames]), "e": np.array([a.info["e"] for a in frames]),
+             "mu": np.stack([a.info["mu"] for a in frames])}
+    rows = {}  # per labelled row, each target's own loss of scaled values
+    for name, y in label.items():
+        err = ((pred[name] - y) / scales[name]).reshape(len(y), -1)
+        err = err[~np.isnan(err).all(axis=1)]
+        if name == "q":  # mse
+            rows[name] = (err**2).mean(axis=1)
+        elif name == "beta":  # mae
+            rows[name] = np.abs(err).mean(axis=1)
+        elif name == "mu":  # cosine: 1 - cos between prediction and label
+            p, t = pred[name] / scales[name], y / scales[name]
+            rows[name] = 1 - (p * t).sum(1) / np.linalg.norm(p, axis=1) / np.linalg.norm(t, axis=1)
+        else:  # euclidean: Frobenius norm of the error tensor
+            rows[name] = np.sqrt((err**2).sum(axis=1))
+    assert len(rows["q"]) == sum(len(a) for a in frames) - 1
+    owner = np.repeat(np.arange(len(frames)), [len(a) for a in frames])
+    summed = np.stack([pred["bec"][owner == k].sum(axis=0) / scales["bec"] for k in range(len(frames))])
+    rows["bec_sum_rule"] = np.linalg.norm(summed.reshape(len(frames), -1), axis=1)
+    weights = {"bec": 0.7, "q": 2.5, "beta": 0.4, "e": 1.7, "mu": 0.2, "bec_sum_rule": 0.3}
+    for reduction, reduce in (("mean", np.mean), ("sum", np.sum)):
+        total, parts = total_loss(out, batch, model.targets, reduction=reduction)
+        assert set(parts) == set(weights)
+        for name, r in rows.items():
+            assert float(parts[name]) == pytest.approx(reduce(r), rel=1e-10), (reduction, name)
+        expected = sum(weights[n] * reduce(r) for n, r in rows.items())
+        assert float(total) == pytest.approx(expected, rel=1e-10), reduction
+    # every term matters: leaving any one out (or its weight) moves the total far past the tolerance
+    terms = [weights[n] * np.mean(r) for n, r in rows.items()]
+    assert min(terms) > 1e-6 * sum(terms), terms
 
 
 def test_target_metrics_are_full_metrics():
