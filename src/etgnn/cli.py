@@ -24,6 +24,7 @@ SUBCOMMAND_MODULES = (
     "etgnn.data.cache",  # cache
     "etgnn.config_reference",  # config-reference
     "etgnn.export",  # export
+    "etgnn.pretrained.cli",  # models
 )
 
 

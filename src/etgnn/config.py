@@ -26,6 +26,7 @@ from typing import Any, Optional
 import yaml
 
 from .errors import ConfigError
+from .pretrained import is_model_name, read_model_config
 
 __all__ = [
     "ModelConfig",
@@ -150,6 +151,8 @@ class TrainingConfig:
     seed: int = 0  #: seed of the shuffling and of every random number of an epoch
     progress: bool = True  #: progress bars (shown on a terminal only; one line per epoch is always printed)
     tensorboard: bool = False  #: also log losses, lr and val metrics to run_dir/tensorboard (pip install tensorboard)
+    freeze_backbone: bool = False  #: with init_from: train the heads only (the backbone's weights stay the source model's)
+    backbone_lr_factor: float = 1.0  #: with init_from: the backbone learns at lr x this (e.g. 0.1), the heads at lr
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)  #: data files and splits (section data)
     training: TrainingConfig = field(default_factory=TrainingConfig)  #: optimisation settings (section training)
     run_dir: str = "runs/etgnn"  #: output folder of a training run (checkpoints, logs, metrics, plots)
+    init_from: Optional[str] = None  #: fine-tune: start from this model's weights (a shipped model's name, e.g. dielectric-v1, or a model file); its architecture is taken, its backbone and the heads of targets with the same name and form are loaded, other targets get new heads
 
 
 def _unknown_key(key: str, valid, where: str) -> ConfigError:
@@ -288,6 +292,12 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"need 0 <= training.min_lr <= training.lr, got min_lr {tr.min_lr} and lr {tr.lr}")
     if tr.warmup_epochs < 0:
         raise ConfigError(f"training.warmup_epochs must be >= 0, got {tr.warmup_epochs}")
+    if not tr.backbone_lr_factor > 0:
+        raise ConfigError(f"training.backbone_lr_factor must be > 0, got {tr.backbone_lr_factor} "
+                          "(use training.freeze_backbone: true to keep the backbone fixed)")
+    if cfg.init_from is None and (tr.freeze_backbone or tr.backbone_lr_factor != 1.0):
+        raise ConfigError("training.freeze_backbone and training.backbone_lr_factor apply to fine-tuning: "
+                          "set init_from (a shipped model's name or a model file)")
     split = cfg.data.split
     if len(split) != 3 or any(s < 0 for s in split) or abs(sum(split) - 1) > 1e-6:
         raise ConfigError(f"data.split must be three non-negative fractions summing to 1, got {list(split)}")
@@ -344,6 +354,8 @@ def load_config(source: Any, overrides: list[str] | None = None) -> Config:
     for key in raw:
         if key not in top:
             raise _unknown_key(key, top, "config")
+    if raw.get("init_from") is not None:
+        raw = dict(raw, model=source_architecture(raw))
     targets_raw = raw.get("targets") or {}
     if not isinstance(targets_raw, dict):
         raise ConfigError("targets must be a mapping of target name -> settings")
@@ -354,13 +366,42 @@ def load_config(source: Any, overrides: list[str] | None = None) -> Config:
         data=_build(DataConfig, raw.get("data"), "data"),
         training=_build(TrainingConfig, raw.get("training"), "training"),
         run_dir=_coerce(raw.get("run_dir", Config.run_dir), str, "run_dir"),
+        init_from=_coerce(raw.get("init_from"), Optional[str], "init_from"),
     )
     _validate(cfg)
     return cfg
 
 
+#: model settings that define the network's weights: with ``init_from`` they are the source model's
+ARCHITECTURE_KEYS = ("cutoff", "triplet_cutoff", "max_neighbors", "hidden_channels", "triplet_channels", "num_blocks",
+                     "int_emb_size", "basis_emb_size", "num_radial", "num_spherical", "envelope_exponent",
+                     "activation", "cutoff_function", "radial_basis", "smooth_triplets", "dtype")
+
+
+def source_architecture(raw: dict) -> dict:
+    """The model section of a config with ``init_from``: the source model's architecture
+    (:data:`ARCHITECTURE_KEYS`) and the config's other model settings (chunking, checkpointing,
+    seed).
+
+    Raises:
+        ConfigError: the config sets an architecture key to another value than the source's.
+        DataError: ``init_from`` names no model file or shipped model.
+    """
+    name = _coerce(raw["init_from"], str, "init_from")
+    source = read_model_config(name).get("model", {})
+    given = raw.get("model") or {}
+    if not isinstance(given, dict):
+        raise ConfigError(f"model must be a mapping, got {type(given).__name__}")
+    for key in ARCHITECTURE_KEYS:
+        if key in given and key in source and given[key] != source[key]:
+            raise ConfigError(f"model.{key} is {given[key]!r} but init_from {name} was built with {source[key]!r}; "
+                              f"leave model.{key} out (fine-tuning takes the source's architecture) or drop "
+                              "init_from to train from scratch")
+    return {**{k: source[k] for k in ARCHITECTURE_KEYS if k in source}, **given}
+
+
 #: config entries holding paths: relative ones written in a config file resolve against its folder
-PATH_KEYS = (("data", "train"), ("data", "val"), ("data", "test"), ("data", "cache_dir"), ("run_dir",))
+PATH_KEYS = (("data", "train"), ("data", "val"), ("data", "test"), ("data", "cache_dir"), ("run_dir",), ("init_from",))
 #: values of path entries that are not paths
 _NOT_PATHS = ("user",)
 
@@ -379,7 +420,8 @@ def resolve_paths(raw: dict, folder: Path) -> dict:
         for k in keys[:-1]:
             node = node.get(k) if isinstance(node, dict) else None
         value = node.get(keys[-1]) if isinstance(node, dict) else None
-        if not isinstance(value, str) or value in _NOT_PATHS or value.startswith(("etgnn:", "~")):
+        if (not isinstance(value, str) or value in _NOT_PATHS or value.startswith(("etgnn:", "~"))
+                or is_model_name(value)):
             continue
         if not os.path.isabs(value):
             node[keys[-1]] = os.path.normpath(os.path.abspath(os.path.join(folder, value)))

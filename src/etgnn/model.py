@@ -31,6 +31,7 @@ from .data.statistics import Statistics, TargetStatistics
 from .nn.backbone import MAX_Z, Backbone
 from .nn.chunking import chunked_atom_tensors
 from .nn.geometry import edge_geometry
+from .pretrained import resolve_model
 from .targets import Target, build_targets
 
 __all__ = ["ETGNN", "build_model", "load_model"]
@@ -334,8 +335,9 @@ def _upgrade_config(config: dict, path) -> dict:
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> ETGNN:
-    """Load a model written by :meth:`ETGNN.save` or a training checkpoint (``best.ckpt``)."""
-    path = Path(path)
+    """Load a model written by :meth:`ETGNN.save`, a training checkpoint (``best.ckpt``), or a
+    model shipped with etgnn by its name (``"dielectric-v1"``; ``etgnn models`` lists them)."""
+    path = resolve_model(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=False)
     except FileNotFoundError:

@@ -80,8 +80,8 @@ class LRSchedule:
     def before_step(self, epoch: int, step: int, elapsed_s: float) -> float:
         """Set and return the rate of the coming step."""
         lr = self.rate(epoch, step, elapsed_s)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        for group in self.optimizer.param_groups:  # lr_scale: a group's share (fine-tuning's backbone)
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         return lr
 
     def finished(self, epoch: int, elapsed_s: float) -> bool:

@@ -40,6 +40,7 @@ from ..errors import ConfigError, EtgnnError
 from . import ddp
 from .checkpoint import BEST, LAST, capture_rng, epoch_seed, load_checkpoint, restore_rng, save_checkpoint, seed_everything
 from .ema import EMA
+from .finetune import backbone_param_groups, init_from_source
 from ..evaluate import evaluate_loader
 from ..data.statistics import atomic_numbers
 from ..targets import total_loss
@@ -174,7 +175,7 @@ def _run(cfg: Config, ctx: ddp.DistContext, resume: bool, callback) -> TrainResu
 
     from ..data.dataset import EpochSampler, make_loader, make_splits
     from ..data.statistics import compute_statistics
-    from ..model import _upgrade_state, build_model
+    from ..model import _upgrade_state, build_model, load_model
     from ..targets import build_targets
 
     t0 = time.monotonic()
@@ -191,8 +192,16 @@ def _run(cfg: Config, ctx: ddp.DistContext, resume: bool, callback) -> TrainResu
     if splits is None:
         splits = make_splits(cfg, progress=False)
     model = build_model(cfg, statistics=compute_statistics(splits["train"], build_targets(cfg)))
+    fresh = not (resume and (run_dir / LAST).is_file())
+    if cfg.init_from is not None and fresh:  # fine-tuning: the source's backbone and matching heads
+        report = init_from_source(model, load_model(cfg.init_from), atomic_numbers(splits["train"]))
+        if ctx.is_main:
+            for line in report.lines(cfg.init_from):
+                say(line)
     model.to(ctx.device)
-    opt = torch.optim.AdamW(model.parameters(), lr=tr.lr, weight_decay=tr.weight_decay)
+    params = (backbone_param_groups(model, tr.lr, tr.freeze_backbone, tr.backbone_lr_factor)
+              if cfg.init_from is not None else model.parameters())
+    opt = torch.optim.AdamW(params, lr=tr.lr, weight_decay=tr.weight_decay)
     ema = EMA(model, tr.ema_decay) if tr.ema_decay else None
     state = _State()
     if resume and (run_dir / LAST).is_file():
