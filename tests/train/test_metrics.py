@@ -47,10 +47,32 @@ def test_accumulation_over_batches_matches_whole():
 
 
 def test_empty_and_table():
-    acc = MetricAccumulator(["a"])
-    assert np.isnan(acc.compute()["a"]["mae"])
-    table = format_table({"val": compute_metrics({"a": np.ones((2, 3))}, {"a": np.zeros((2, 3))})})
-    assert "val" in table and "mae" in table and "a" in table
+    """No data: every metric NaN, n = 0.  The table exactly: header, one row per split and target
+    in order, parts below their target, '-' for missing values, the footers it promises."""
+    empty = MetricAccumulator(["a"]).compute()["a"]
+    assert empty["n"] == 0 and all(np.isnan(empty[k]) for k in ("mae", "rmse", "euclidean", "r2")), empty
+    ref = np.array([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
+    pred = np.array([[1.0, 0.0, 3.0], [0.0, 2.0, -4.0]])  # mae 7/6, rmse (25/6)^1/2, |e| 3 and 4, r2 1 - 25/3.5
+    hand = {"mae": 0.0123456, "baseline_mae": 0.5, "rmse": 0.02, "baseline_rmse": 0.75, "r2": 0.99,
+            "baseline_r2": 0.0, "euclidean": 0.04, "n": 12, "baseline_source": "evaluation data",
+            "parts": {"iso": {"mae": 0.001, "baseline_mae": 0.25, "rmse": 0.002, "baseline_rmse": 0.3,
+                              "r2": float("nan"), "baseline_r2": -0.5}}}
+    table = format_table({"val": compute_metrics({"v": pred}, {"v": ref}), "test": {"eps": hand}})
+    assert table.splitlines() == [
+        "split  target               part          mae   base_mae       rmse  base_rmse         r2    base_r2"
+        "  euclidean        n",
+        "-" * 120,
+        "val    v                    all         1.167          -      2.041          -     -6.143          -"
+        "        3.5        2",
+        "test   eps*                 all       0.01235        0.5       0.02       0.75       0.99          0"
+        "       0.04       12",
+        "                            iso         0.001       0.25      0.002        0.3          -       -0.5"
+        "          -         ",
+        "base_: constant predictor, the training data's per-element mean tensor (per-atom targets) or mean tensor"
+        " (structure targets)",
+        "parts of rank-2 targets: iso = tr/3, aniso = symmetric traceless, anti = antisymmetric",
+        "* eps: the checkpoint holds no training baselines (written before etgnn stored them);",
+        "  the baseline is the evaluation data's own mean (optimistic)"]
 
 
 # --- full report: rank-2 parts and baselines --------------------------------------------------
