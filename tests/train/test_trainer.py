@@ -69,9 +69,18 @@ def test_checkpoint_round_trip(config, tmp_path):
             assert metrics[name][m] == pytest.approx(result.metrics["val"][name][m], rel=1e-6)
     assert pred["vec"].shape == ref["vec"].shape == (val.n_atoms(), 3)
     assert pred["dyad"].shape == (len(val), 3, 3)
-    # predict() agrees with evaluate() structure by structure
-    atoms = [a for a in __import__("ase.io").io.read(config()["data"]["train"], ":")]
-    assert model.predict(atoms[0])[0]["dyad"].shape == (3, 3)
+    # predict() on the validation structures, read afresh from the file, agrees with evaluate()
+    # structure by structure (same batches: the float32 sums add in the same order)
+    import ase.io
+
+    frames = ase.io.read(config()["data"]["train"], ":")
+    picked = [frames[int(i.rsplit(":", 1)[1])] for i in val.ids]
+    again = model.predict(picked, batch_size=model.config.training.batch_size)
+    np.testing.assert_allclose(np.concatenate([p["vec"] for p in again]), pred["vec"], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(np.stack([p["dyad"] for p in again]), pred["dyad"], rtol=1e-6, atol=1e-7)
+    # ... and the references are the file's labels: the comparison is of the right structures
+    np.testing.assert_allclose(np.concatenate([a.arrays["vec"] for a in picked]), ref["vec"], rtol=1e-6)
+    assert np.abs(pred["dyad"][1:] - pred["dyad"][:-1]).max() > 1e-3  # structures differ
 
 
 @pytest.mark.parametrize("ema_decay", [None, 0.9])
