@@ -132,10 +132,12 @@ def add_parser(subparsers) -> None:
     """Register the ``export`` subcommand."""
     import argparse
 
+    from ._paths import input_path
+
     p = subparsers.add_parser("export", help="write a model as a torch.export artifact (.pt2) for plain PyTorch",
                               description=__doc__.split("\n\n", 1)[1].split("Floats")[0].strip(),
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="best.ckpt / last.ckpt or a saved model")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", type=input_path, help="best.ckpt / last.ckpt or a saved model")
     p.add_argument("-o", "--output", required=True, metavar="MODEL.pt2", help="artifact to write (overwritten)")
     p.set_defaults(func=_export)
 

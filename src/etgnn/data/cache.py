@@ -14,6 +14,8 @@ import argparse
 import os
 from pathlib import Path
 
+from .._paths import input_path
+
 __all__ = ["USER", "user_cache_dir", "resolve_cache_dir", "cache_files", "cache_size", "clean_cache",
            "describe_cache", "add_parser"]
 
@@ -71,7 +73,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("action", choices=["info", "clean"], help="info: where and how big; clean: delete the cache files")
     p.add_argument("--dir", metavar="DIR", help="cache folder (default: the per-user folder, or data.cache_dir of "
                    "--config)")
-    p.add_argument("--config", metavar="CONFIG", help="use the data.cache_dir of this config file")
+    p.add_argument("--config", metavar="CONFIG", type=input_path, help="use the data.cache_dir of this config file")
     p.set_defaults(func=_run)
 
 

@@ -8,6 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .phonons_ff import SPECTRA_HELP
+from .phonons_ff import add_options as _add_forcefield_options
+
+from .._paths import input_path
+
 __all__ = ["add_parser", "write_modes_csv", "format_modes"]
 
 _PHONONS_HELP = """\
@@ -54,15 +59,15 @@ def _add_target_options(p) -> None:
 def add_parser(subparsers) -> None:
     """Register the ``phonons`` and ``export-born`` subcommands."""
     p = subparsers.add_parser("phonons", help="Gamma phonons with LO-TO splitting, IR strengths, NAC bands (phonopy)",
-                              description=_PHONONS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", metavar="CHECKPOINT", nargs="?",
+                              description=_PHONONS_HELP + "\n" + SPECTRA_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", metavar="CHECKPOINT", nargs="?", type=input_path,
                    help="model predicting Born charges and eps_inf (omit with --born-file)")
-    p.add_argument("--phonopy", required=True, metavar="YAML", help="phonopy_disp.yaml / phonopy.yaml of the calculation")
-    fc = p.add_mutually_exclusive_group(required=True)
-    fc.add_argument("--force-sets", metavar="FILE", help="phonopy FORCE_SETS")
-    fc.add_argument("--force-constants", metavar="FILE", help="phonopy FORCE_CONSTANTS or force_constants.hdf5")
-    p.add_argument("--born-file", metavar="BORN", help="take Born charges and eps_inf from this BORN file instead of a model")
-    p.add_argument("--reference-born", metavar="BORN",
+    p.add_argument("--phonopy", metavar="YAML", type=input_path, help="phonopy_disp.yaml / phonopy.yaml of the calculation (or --structure with a force field)")
+    fc = p.add_mutually_exclusive_group()
+    fc.add_argument("--force-sets", metavar="FILE", type=input_path, help="phonopy FORCE_SETS")
+    fc.add_argument("--force-constants", metavar="FILE", type=input_path, help="phonopy FORCE_CONSTANTS or force_constants.hdf5")
+    p.add_argument("--born-file", metavar="BORN", type=input_path, help="take Born charges and eps_inf from this BORN file instead of a model")
+    p.add_argument("--reference-born", metavar="BORN", type=input_path,
                    help="also compute with this BORN file (e.g. the DFT one): printed beside, dashed in the plot")
     p.add_argument("--q-direction", nargs=3, type=float, default=[1.0, 0.0, 0.0], metavar=("QX", "QY", "QZ"),
                    help="Cartesian direction of q -> 0 for the LO-TO splitting (default 1 0 0)")
@@ -71,12 +76,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--band-path", metavar="PATH", help="ASE path string, e.g. GXWKGLUWLK,UX (default: the lattice's)")
     p.add_argument("--unit", choices=["THz", "cm-1"], default="THz", help="frequency unit of the plot (default THz)")
     _add_target_options(p)
+    _add_forcefield_options(p)
     p.set_defaults(func=_phonons)
 
     p = subparsers.add_parser("export-born", help="phonopy BORN file from a model's Born charges and eps_inf",
                               description=_EXPORT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="model predicting Born charges and eps_inf")
-    p.add_argument("structure", metavar="STRUCTURE", help="unit cell: POSCAR, CIF, extxyz, ... or a phonopy yaml")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", type=input_path, help="model predicting Born charges and eps_inf")
+    p.add_argument("structure", metavar="STRUCTURE", type=input_path, help="unit cell: POSCAR, CIF, extxyz, ... or a phonopy yaml")
     p.add_argument("-o", "--output", required=True, metavar="BORN", help="BORN file to write (overwritten)")
     p.add_argument("--primitive-matrix", nargs="+", metavar="M",
                    help="primitive cell phonopy will use: auto, P, F, I, A, C, R or 9 numbers "
@@ -178,9 +184,10 @@ def format_modes(modes, epsilon, reference=None) -> str:
 
 def _phonons(args) -> int:
     from .born import to_ase_atoms
-    from .phonons import band_structure, gamma_modes, load_phonopy, plot_band_structure, read_born, set_nac
+    from .phonons import band_structure, gamma_modes, plot_band_structure, read_born, set_nac
+    from .phonons_ff import build_phonopy, write_spectra
 
-    ph = load_phonopy(args.phonopy, args.force_sets, args.force_constants, args.symprec)
+    ph, fc_source = build_phonopy(args)
     params, source = _source_born(args, ph)
     reference = read_born(args.reference_born, ph, args.symprec) if args.reference_born else None
     set_nac(ph, params)
@@ -188,7 +195,7 @@ def _phonons(args) -> int:
     bands = band_structure(ph, args.band_path) if args.band_plot else None
     prim = to_ase_atoms(ph.primitive)
     print(f"{prim.get_chemical_formula(mode='metal')} primitive cell, {len(prim)} atoms, {prim.get_volume():.4f} Angstrom^3; "
-          f"Born charges and eps_inf from {source}"
+          f"force constants from {fc_source}; Born charges and eps_inf from {source}"
           + (f"; reference: BORN file {args.reference_born}" if reference else ""))
     ref_modes = ref_bands = None
     if reference is not None:
@@ -199,11 +206,14 @@ def _phonons(args) -> int:
     print(format_modes(modes, params["dielectric"], (ref_modes, reference["dielectric"]) if reference else None))
     if args.output:
         print(f"modes written to {write_modes_csv(modes, args.output)}")
+    stem = Path(args.phonopy or args.structure).name.split(".")[0]
+    stem = prim.get_chemical_formula(mode="metal") if stem.startswith("phonopy") else stem
+    write_spectra(args, modes, params, prim.get_volume(), f"{stem}: TO modes, eps_inf and Born charges from "
+                  f"{Path(args.born_file or args.checkpoint).name}",
+                  (Path(args.reference_born).name, ref_modes, reference) if reference else None)
     if args.band_plot:
         name = Path(args.born_file or args.checkpoint).name
         curves = [(name, bands)] + ([(Path(args.reference_born).name, ref_bands)] if reference else [])
-        stem = Path(args.phonopy).name.split(".")[0]
-        stem = prim.get_chemical_formula(mode="metal") if stem.startswith("phonopy") else stem
         title = f"{stem}: non-analytical correction from {name}"
         print(f"band structure written to {plot_band_structure(curves, args.band_plot, title, args.unit)}")
     return 0

@@ -7,6 +7,8 @@ import json
 import os
 from pathlib import Path
 
+from .._paths import input_path
+
 __all__ = ["add_parser"]
 
 _TRAIN_HELP = """\
@@ -59,7 +61,7 @@ def add_parser(subparsers) -> None:
     """Register the ``train``, ``evaluate`` and ``predict`` subcommands."""
     p = subparsers.add_parser("train", help="train a model from a YAML config", description=_TRAIN_HELP,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", metavar="CONFIG", help="YAML config file")
+    p.add_argument("config", metavar="CONFIG", type=input_path, help="YAML config file")
     p.add_argument("overrides", metavar="KEY=VALUE", nargs="*", help="dotted config overrides, e.g. training.max_epochs=10")
     p.add_argument("--resume", action="store_true", help="continue the run in run_dir from last.ckpt")
     p.add_argument("--no-progress", action="store_true",
@@ -68,14 +70,14 @@ def add_parser(subparsers) -> None:
 
     p = subparsers.add_parser("evaluate", help="metrics of a checkpoint on labelled data",
                               description=_EVALUATE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="best.ckpt / last.ckpt or a saved model")
-    p.add_argument("data", metavar="DATA", help="labelled structures, read with the targets' keys of the checkpoint")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", type=input_path, help="best.ckpt / last.ckpt or a saved model")
+    p.add_argument("data", metavar="DATA", type=input_path, help="labelled structures, read with the targets' keys of the checkpoint")
     p.add_argument("--output", "-o", metavar="JSON", help="write the metrics as JSON here")
     p.add_argument("--plot", metavar="PNG",
                    help="write a parity plot here (one panel per target; four, all/iso/aniso/anti, per rank-2 one)")
     p.add_argument("--batch-size", type=int, default=None, metavar="N", help="structures per batch")
     p.add_argument("--format", default=None, metavar="F", help="data format (default: detected)")
-    p.add_argument("--structure", default=None, metavar="PATH", help=_STRUCTURE_HELP)
+    p.add_argument("--structure", default=None, metavar="PATH", type=input_path, help=_STRUCTURE_HELP)
     p.add_argument("--map", action="append", default=[], metavar="KEY=FIELD", help=_MAP_HELP)
     p.add_argument("--drop-sum-rule-violators", nargs="?", const=_CHECKPOINT, default=None, metavar="THRESHOLD",
                    help="leave out structures whose per-atom rank-2 labels have |sum over atoms| above THRESHOLD "
@@ -86,13 +88,13 @@ def add_parser(subparsers) -> None:
 
     p = subparsers.add_parser("predict", help="predict tensors for structures, written as extxyz",
                               description=_PREDICT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="best.ckpt / last.ckpt or a saved model")
-    p.add_argument("input", metavar="INPUT", help="structure file (extxyz, any ASE format, or an etgnn format)")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", type=input_path, help="best.ckpt / last.ckpt or a saved model")
+    p.add_argument("input", metavar="INPUT", type=input_path, help="structure file (extxyz, any ASE format, or an etgnn format)")
     p.add_argument("-o", "--output", required=True, metavar="OUTPUT.extxyz",
                    help="output file, .extxyz or .xyz (overwritten)")
     p.add_argument("--batch-size", type=int, default=32, metavar="N", help="structures per chunk (default 32)")
     p.add_argument("--format", default=None, metavar="F", help="input format (default: detected)")
-    p.add_argument("--structure", default=None, metavar="PATH", help=_STRUCTURE_HELP)
+    p.add_argument("--structure", default=None, metavar="PATH", type=input_path, help=_STRUCTURE_HELP)
     p.add_argument("--keep-labels", action="store_true", help="also write the input's own labels")
     p.add_argument("--map", action="append", default=[], metavar="NEW=FIELD",
                    help="with --keep-labels, write the input's FIELD under the name NEW (repeatable)")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 
+from .._paths import input_path
 from .search import TrialFailed, TuneResult, default_study_dir, make_pruner, tune
 from .space import DEFAULT_SPACE, Range, describe_space, load_space_file, merge_space, validate_space
 from .sweep import SweepResult, default_sweep_dir, sweep
@@ -65,13 +66,13 @@ def add_parser(subparsers) -> None:
     raw = argparse.RawDescriptionHelpFormatter
     p = subparsers.add_parser("tune", help="hyperparameter search (Optuna) on the validation loss",
                               description=_TUNE_HELP, formatter_class=raw)
-    p.add_argument("config", metavar="CONFIG", help="base YAML config")
+    p.add_argument("config", metavar="CONFIG", type=input_path, help="base YAML config")
     p.add_argument("overrides", metavar="KEY=VALUE", nargs="*", help="dotted overrides of the base config")
     p.add_argument("--trials", type=int, required=True, metavar="N", help="trials the study should hold")
     p.add_argument("--storage", metavar="URL", help="Optuna storage (default sqlite:///STUDY_DIR/study.db)")
     p.add_argument("--study-name", metavar="NAME", help="default: the name of the study directory")
     p.add_argument("--study-dir", metavar="DIR", help="outputs and trial runs (default <run_dir>_tune)")
-    p.add_argument("--space-file", metavar="YAML", help="search space edits: path -> [choices] | {low, high, log} "
+    p.add_argument("--space-file", metavar="YAML", type=input_path, help="search space edits: path -> [choices] | {low, high, log} "
                    "| value (fixed) | null (not searched); 'defaults: false' starts from an empty space")
     p.add_argument("--choice", action="append", default=[], metavar="PATH=V1,V2", help="search PATH over these values")
     p.add_argument("--range", action="append", default=[], metavar="PATH=LOW:HIGH[:log]",
@@ -89,7 +90,7 @@ def add_parser(subparsers) -> None:
 
     p = subparsers.add_parser("sweep", help="validation loss against one hyperparameter (same budget per value)",
                               description=_SWEEP_HELP, formatter_class=raw)
-    p.add_argument("config", metavar="CONFIG", help="base YAML config")
+    p.add_argument("config", metavar="CONFIG", type=input_path, help="base YAML config")
     p.add_argument("overrides", metavar="KEY=VALUE", nargs="*", help="dotted overrides of the base config")
     p.add_argument("--param", required=True, metavar="PATH", help="dotted config path, e.g. training.batch_size")
     p.add_argument("--values", required=True, metavar="V1,V2,...", help="comma-separated values (YAML scalars)")

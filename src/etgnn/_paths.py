@@ -1,0 +1,25 @@
+"""The one resolver of input paths on the command line: ``etgnn:<path>`` names a file shipped with etgnn.
+
+Every subcommand's input-path argument is declared with ``type=input_path``, so
+``etgnn spectrum ir CKPT etgnn:examples_data/water_trajectory.extxyz`` works as the same prefix
+does in configs, ``etgnn predict`` and ``etgnn evaluate`` (all through
+:func:`etgnn.data.dataset.resolve_data_path`). Output paths are never resolved: the package's
+folder is not a place to write to.
+"""
+
+from __future__ import annotations
+
+__all__ = ["input_path"]
+
+
+def input_path(text: str) -> str:
+    """argparse ``type`` of an input path: ``etgnn:<path>`` -> the shipped file's path; else unchanged.
+
+    >>> input_path("runs/best.ckpt")
+    'runs/best.ckpt'
+    >>> input_path("etgnn:examples_data/molecules.extxyz").endswith("examples_data/molecules.extxyz")
+    True
+    """
+    from .data.dataset import PACKAGE_PREFIX, resolve_data_path
+
+    return str(resolve_data_path(text)) if text.startswith(PACKAGE_PREFIX) else text
