@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
+
+import numpy as np
 
 __all__ = ["add_parser"]
 
 _IR_HELP = """\
 IR absorption of the MD trajectory TRAJ (any file ase.io reads: extxyz with velocities or
-momenta, ASE .traj), from the tensors the model CHECKPOINT predicts for each frame, streamed in
-chunks of --batch-size frames (memory flat in atoms x frames).
+momenta, ASE .traj; etgnn:examples_data/water_trajectory.extxyz is shipped), from the tensors
+the model CHECKPOINT predicts for each frame, streamed in chunks of --batch-size frames (memory
+flat in atoms x frames). The time between frames is --timestep, or the frames' time_fs.
 
 Routes:
   current  J(t) = V dP/dt = sum_k Z*_k v_k from the predicted Born charges (per-atom rank-2
@@ -22,7 +26,10 @@ Output CSV columns: freq_cm1, freq_THz, absorption (crystal: alpha(w) n(w) in cm
 molar cross section N_A sigma in (km/mol)/cm^-1, whose integral over a band in cm^-1 is the band
 intensity in km/mol), current_psd ((e*Angstrom/fs)^2/THz). Prefactor: alpha n = F(w) J-spectrum
 /(6 c V eps0 k_B T), F = 1 for --quantum-correction harmonic (the classical formula, exact for
-harmonic systems). Conventions and derivations: docs/spectra.md.
+harmonic systems). T is --temperature, or the kinetic temperature of the velocities over the
+internal degrees of freedom (3N - 3 for a crystal, 3N - 6 for a molecule, 3N - 5 if linear;
+centre-of-mass motion and rotation removed); give --temperature if other constraints held.
+Conventions and derivations: docs/spectra.md.
 """
 
 _RAMAN_HELP = """\
@@ -39,9 +46,14 @@ def _common(p) -> None:
     from .spectra import BROADENINGS, NORMALIZATIONS, QUANTUM_CORRECTIONS, WINDOWS
     from .timeseries import VELOCITY_UNITS
 
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="best.ckpt / last.ckpt or a saved model")
-    p.add_argument("trajectory", metavar="TRAJ", help="MD trajectory, equally spaced frames")
-    p.add_argument("--timestep", type=float, required=True, metavar="FS", help="time between frames, fs")
+    from .._paths import input_path
+
+    p.add_argument("checkpoint", metavar="CHECKPOINT", type=input_path,
+                   help="best.ckpt / last.ckpt or a saved model")
+    p.add_argument("trajectory", metavar="TRAJ", type=input_path,
+                   help="MD trajectory, equally spaced frames (etgnn:PATH for a file shipped with etgnn)")
+    p.add_argument("--timestep", type=float, default=None, metavar="FS",
+                   help="time between frames, fs (default: from the frames' time_fs; required without it)")
     p.add_argument("-o", "--output", required=True, metavar="CSV", help="spectrum as CSV (overwritten)")
     p.add_argument("--plot", metavar="PNG", help="also plot the spectrum here")
     p.add_argument("--window", default="hann", choices=WINDOWS, help="lag window (default hann)")
@@ -88,15 +100,53 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=_raman)
 
 
-def _series(args, kind, target):
+#: fewest frames a spectrum is computed from (a correlation up to lag 1, a central difference)
+MIN_FRAMES = 3
+
+
+def _check_options(args) -> None:
+    """Numbers given on the command line, before anything is loaded."""
     from ..errors import ConfigError
+
+    for flag, value in (("--timestep", args.timestep), ("--max-lag", args.max_lag),
+                        ("--broadening", args.broadening), ("--temperature", args.temperature)):
+        if value is not None and not (np.isfinite(value) and value > 0):
+            unit = {"--broadening": "cm^-1", "--temperature": "K"}.get(flag, "fs")
+            raise ConfigError(f"{flag} must be a finite number > 0 {unit}, got {value}")
+
+
+def _timestep(args, series) -> float:
+    """The time between frames: --timestep, checked against the frames' time_fs when they have it."""
+    from ..errors import ConfigError, DataError
+
+    if series.times is None:
+        if args.timestep is None:
+            raise ConfigError(f"{args.trajectory}: the frames carry no time_fs, so the time between them is "
+                              "unknown: give --timestep FS")
+        return args.timestep
+    steps = np.diff(series.times)
+    dt = float(np.median(steps))
+    bad = np.flatnonzero(np.abs(steps - dt) > 1e-6 * abs(dt))
+    if not dt > 0 or bad.size:
+        k = int(bad[0]) if bad.size else 0
+        raise DataError(f"{args.trajectory}: frames {k} and {k + 1} (after --index {args.index}) are "
+                        f"{steps[k]:g} fs apart by their time_fs, but a spectrum needs equally spaced frames "
+                        f"in increasing time (median spacing {dt:g} fs)")
+    if args.timestep is not None and abs(args.timestep - dt) > 1e-6 * dt:
+        raise ConfigError(f"--timestep {args.timestep:g} fs, but the frames of {args.trajectory} are {dt:g} fs "
+                          "apart by their time_fs (after --index); leave --timestep out to use the file's")
+    return dt
+
+
+def _series(args, kind, target):
+    from ..errors import ConfigError, DataError
     from ..model import load_model
+    from ..pretrained import is_model_name
     from ..train.ddp import resolve_device
     from .timeseries import predict_series
 
-    if not args.timestep > 0:
-        raise ConfigError(f"--timestep must be > 0 fs, got {args.timestep}")
-    if not Path(args.checkpoint).is_file():
+    _check_options(args)
+    if not is_model_name(args.checkpoint) and not Path(args.checkpoint).is_file():
         raise ConfigError(f"checkpoint not found: {args.checkpoint}")
     model = load_model(args.checkpoint, map_location=resolve_device(args.device))
     progress = False if args.no_progress else None
@@ -104,19 +154,36 @@ def _series(args, kind, target):
                             velocity_unit=args.velocity_unit, index=args.index, fmt=args.format,
                             progress=progress)
     n = len(series.values)
-    max_lag = (n - 1) // 2 if args.max_lag is None else int(round(args.max_lag / args.timestep))
+    if n < MIN_FRAMES:
+        raise DataError(f"{args.trajectory}: {n} frame{'s' if n > 1 else ''} (--index {args.index}); a spectrum "
+                        f"needs at least {MIN_FRAMES} equally spaced frames, and resolves 1/(the time they span)")
+    dt = _timestep(args, series)
+    max_lag = (n - 1) // 2 if args.max_lag is None else int(round(args.max_lag / dt))
     if not 0 < max_lag < n:
-        raise ConfigError(f"--max-lag {args.max_lag} fs is {max_lag} frames; it must be between 1 and "
-                          f"{n - 1} frames ({(n - 1) * args.timestep:g} fs) for this trajectory")
-    return series, max_lag
+        raise ConfigError(f"--max-lag {args.max_lag:g} fs is {max_lag} frames of {dt:g} fs; it must be between 1 and "
+                          f"{n - 1} frames ({(n - 1) * dt:g} fs) for this trajectory")
+    return series, max_lag, dt
 
 
-def _finish(args, spec, column: str) -> int:
+def peaks(spec, column: str, prominence: float = 0.05, most: int = 8) -> np.ndarray:
+    """Indices of the peaks of ``spec.columns[column]`` with a prominence above ``prominence`` x its
+    maximum, strongest first (at most ``most``; the zero-frequency point is never one)."""
+    from scipy.signal import find_peaks
+
+    y = np.asarray(spec.columns[column], dtype=float)
+    k, props = find_peaks(y, prominence=prominence * max(y[1:].max(), 0.0) if len(y) > 1 else 0.0)
+    order = np.argsort(props["prominences"])[::-1]
+    return k[order][:most]
+
+
+def _finish(args, spec, column: str, dt: float) -> int:
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     spec.to_csv(args.output)
     k = spec.columns[column][1:].argmax() + 1
-    print(f"{spec.meta['frames']} frames; strongest {column} peak at {spec.freq_cm1[k]:.1f} cm^-1 "
-          f"({spec.freq_thz[k]:.3f} THz); spectrum written to {args.output}")
+    found = sorted(peaks(spec, column), key=lambda i: spec.freq_thz[i])
+    listing = ", ".join(f"{spec.freq_cm1[i]:.0f}" for i in found)
+    print(f"{spec.meta['frames']} frames {dt:g} fs apart; strongest {column} peak at {spec.freq_cm1[k]:.1f} cm^-1 "
+          f"({spec.freq_thz[k]:.3f} THz); peaks above 5 % of it at {listing} cm^-1; spectrum written to {args.output}")
     if args.plot:
         _plot(spec, args.plot, Path(args.trajectory).name)
         print(f"plot written to {args.plot}")
@@ -124,33 +191,51 @@ def _finish(args, spec, column: str) -> int:
 
 
 def _ir(args) -> int:
-    from ..errors import ConfigError
+    from ..errors import ConfigError, DataError
     from .spectra import dipole_current, ir_spectrum
 
     kind, target = ("current", args.bec_target) if args.route == "current" else ("dipole", args.dipole_target)
-    series, max_lag = _series(args, kind, target)
-    temperature = args.temperature if args.temperature is not None else series.temperature
-    if temperature is None:
+    series, max_lag, dt = _series(args, kind, target)
+    if args.temperature is not None:
+        temperature, how = args.temperature, "given"
+    elif series.dof is None:
         raise ConfigError(f"{args.trajectory} has no velocities to take the temperature from: give --temperature")
-    current = series.values if kind == "current" else dipole_current(series.values, args.timestep)
-    spec = ir_spectrum(current, args.timestep, temperature, volume=series.volume,
+    elif series.dof == 0:
+        raise ConfigError(f"{args.trajectory}: {series.n_atoms} atom(s) have no internal degrees of freedom "
+                          f"({series.dof_note}) to take the temperature from: give --temperature")
+    elif not series.temperature > 0:
+        raise DataError(f"{args.trajectory}: the kinetic temperature of its velocities is {series.temperature:g} K "
+                        f"({series.dof_note}): the atoms do not move relative to each other; give --temperature "
+                        "if the spectrum should be computed anyway")
+    else:
+        temperature = series.temperature
+        how = f"kinetic, from the velocities over {series.dof_note}"
+    current = series.values if kind == "current" else dipole_current(series.values, dt)
+    spec = ir_spectrum(current, dt, temperature, volume=series.volume,
                        quantum=args.quantum_correction, window=args.window, broadening=args.broadening,
                        shape=args.line_shape, max_lag=max_lag, normalization=args.normalization)
-    spec.meta.update(route=args.route, target=series.target)
-    how = "given" if args.temperature is not None else "kinetic, from the velocities"
+    spec.meta.update(route=args.route, target=series.target, temperature_source=how)
     print(f"{args.route} route with target {series.target!r}; T = {temperature:.1f} K ({how})")
-    return _finish(args, spec, "absorption")
+    if kind == "dipole":
+        k = spec.columns["absorption"][1:].argmax() + 1
+        x = 2 * np.pi * spec.freq_thz[k] * 1e-3 * dt
+        loss = 1 - (np.sin(x) / x) ** 2
+        if loss > 0.05:
+            warnings.warn(f"the central difference of the dipole route scales a band by (sin(w dt)/(w dt))^2: "
+                          f"{loss:.0%} lower at the strongest peak ({spec.freq_cm1[k]:.0f} cm^-1) with frames "
+                          f"{dt:g} fs apart; use a shorter timestep or the current route", stacklevel=2)
+    return _finish(args, spec, "absorption", dt)
 
 
 def _raman(args) -> int:
     from .spectra import raman_spectrum
 
-    series, max_lag = _series(args, "polarizability", args.alpha_target)
-    spec = raman_spectrum(series.values, args.timestep, temperature=args.temperature,
+    series, max_lag, dt = _series(args, "polarizability", args.alpha_target)
+    spec = raman_spectrum(series.values, dt, temperature=args.temperature,
                           quantum=args.quantum_correction, window=args.window, broadening=args.broadening,
                           shape=args.line_shape, max_lag=max_lag, normalization=args.normalization)
     spec.meta.update(target=series.target)
-    return _finish(args, spec, "polarized")
+    return _finish(args, spec, "polarized", dt)
 
 
 def _plot(spec, path, title: str) -> None:
