@@ -31,7 +31,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("data", ("etgnn.data",)),
     ("nn", ("etgnn.nn",)),
     ("targets", ("etgnn.targets",)),
-    ("model", ("etgnn.model", "etgnn.predict")),
+    ("model", ("etgnn.model", "etgnn.predict", "etgnn.uncertainty")),
     ("evaluate", ("etgnn.evaluate", "etgnn.calculator", "etgnn.export", "etgnn.symmetry", "etgnn.testing")),
     ("train", ("etgnn.train",)),
     ("observables, tune", ("etgnn.observables", "etgnn.tune", "etgnn.qm")),

@@ -78,6 +78,9 @@ class ETGNN(nn.Module):
         if stats.elements:
             self.elements_seen[torch.as_tensor(stats.elements, dtype=torch.long)] = True
         self.baselines: dict | None = stats.baselines
+        #: calibrated per-component uncertainty (an :class:`etgnn.uncertainty.LLPR`), or None;
+        #: set by ``etgnn calibrate`` / ``training.uncertainty: llpr``, kept in the model file
+        self.uncertainty = None
 
     @property
     def dtype(self) -> torch.dtype:
@@ -169,7 +172,7 @@ class ETGNN(nn.Module):
         return build_graph(atoms, m.cutoff, m.triplet_cutoff, m.max_neighbors, where=where)
 
     def predict(self, structures: Atoms | Iterable[Atoms], batch_size: int = 32,
-                progress: bool = False) -> list[dict[str, np.ndarray]]:
+                progress: bool = False, uncertainty: bool = False) -> list[dict[str, np.ndarray]]:
         """Predict every target for one or many structures (see :class:`etgnn.predict.Predictor`).
 
         Args:
@@ -177,6 +180,9 @@ class ETGNN(nn.Module):
                 batches, the next batch's graphs built in a background thread).
             batch_size: structures per forward pass.
             progress: show a progress bar (only when stderr is a terminal).
+            uncertainty: also return ``<target>_std``, one standard deviation per component with
+                the target's shape (needs ``self.uncertainty``: ``etgnn calibrate``; see
+                docs/uncertainty.md).
 
         Returns:
             one dict per structure, ``{target: array}``: per-atom targets (n_atoms, 3, ...),
@@ -184,14 +190,15 @@ class ETGNN(nn.Module):
         """
         from .predict import Predictor
 
-        return Predictor(self, batch_size=batch_size, progress=progress).predict(structures)
+        return Predictor(self, batch_size=batch_size, progress=progress, uncertainty=uncertainty).predict(structures)
 
     @torch.no_grad()
     def predict_graphs(self, graphs: Sequence[dict[str, np.ndarray]],
-                       where: Sequence[str] | None = None) -> list[dict[str, np.ndarray]]:
+                       where: Sequence[str] | None = None, uncertainty: bool = False) -> list[dict[str, np.ndarray]]:
         """Like :meth:`predict` for graphs already built by :meth:`graph`.
 
-        ``where`` names each graph in messages (default ``"structure <k>"``, k its position).
+        ``where`` names each graph in messages (default ``"structure <k>"``, k its position);
+        ``uncertainty`` adds ``<target>_std`` arrays (see :meth:`predict`).
         """
         where = list(where) if where is not None else [f"structure {k}" for k in range(len(graphs))]
         self._check_elements(graphs, where)
@@ -200,11 +207,18 @@ class ETGNN(nn.Module):
         n_atoms = batch[K.N_ATOMS].cpu().numpy()
         bounds = np.concatenate([[0], np.cumsum(n_atoms)])
         arrays = {name: value.detach().cpu().double().numpy() for name, value in out.items()}
+        if uncertainty:
+            if self.uncertainty is None:
+                raise EtgnnError("this model has no uncertainty: add it with `etgnn calibrate CHECKPOINT -o "
+                                 "MODEL.pt` (or train with training.uncertainty: llpr)")
+            std = self.uncertainty.std(self, batch)
+            arrays.update({f"{name}_std": value.cpu().numpy() for name, value in std.items()})
         split = []
         for g in range(len(graphs)):
             item = {}
             for name, arr in arrays.items():
-                item[name] = self.targets[name].split(arr, bounds, g)
+                target = self.targets.get(name) or self.targets[name.removesuffix("_std")]  # NAME_std: as NAME
+                item[name] = target.split(arr, bounds, g)
                 if not np.isfinite(item[name]).all():
                     raise EtgnnError(f"{where[g]}: prediction of {name!r} is not finite")
             split.append(item)
@@ -234,6 +248,7 @@ class ETGNN(nn.Module):
             "config": config_to_dict(self.config),
             "state_dict": self.state_dict(),
             "baselines": self.baselines,
+            **({"uncertainty": self.uncertainty.state_dict()} if self.uncertainty is not None else {}),
         }
 
     def save(self, path: str | os.PathLike) -> None:
@@ -356,4 +371,8 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     state.setdefault("elements_seen", model.elements_seen)  # files written before etgnn 0.1.0 final
     model.load_state_dict(state)
     model.baselines = ckpt.get("baselines")  # absent before etgnn stored them
+    if ckpt.get("uncertainty") is not None:  # etgnn calibrate / training.uncertainty (docs/uncertainty.md)
+        from .uncertainty import LLPR
+
+        model.uncertainty = LLPR.from_state_dict(ckpt["uncertainty"], model)
     return model.to(map_location)

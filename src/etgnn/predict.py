@@ -71,15 +71,22 @@ class Predictor:
         progress: show a progress bar; it appears only when stderr is a terminal.
         background: build graphs in a worker thread (``False``: all in the calling thread; the
             numbers are the same either way).
+        uncertainty: also predict ``<target>_std`` (one standard deviation per component, the
+            target's shape; the model needs ``model.uncertainty``, see docs/uncertainty.md).
 
     Raises:
         ConfigError: ``batch_size < 1``.
     """
 
-    def __init__(self, model, batch_size: int = 32, *, progress: bool = False, background: bool = True):
+    def __init__(self, model, batch_size: int = 32, *, progress: bool = False, background: bool = True,
+                 uncertainty: bool = False):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if uncertainty and getattr(model, "uncertainty", None) is None:
+            raise ConfigError("this model has no uncertainty: add it with `etgnn calibrate CHECKPOINT -o MODEL.pt` "
+                              "(or train with training.uncertainty: llpr)")
         self.model, self.batch_size, self.progress, self.background = model, batch_size, progress, background
+        self.uncertainty = uncertainty
 
     # ------------------------------------------------------------------ in memory
     def predict(self, structures: Atoms | Iterable[Atoms], *, source: str | None = None) -> list[dict]:
@@ -117,7 +124,7 @@ class Predictor:
             for chunk, graphs, offset in self._prepared(structures, source, background):
                 where = [_where(source, offset + k) for k in range(len(chunk))]
                 with torch.no_grad():
-                    preds = model.predict_graphs(graphs, where=where)
+                    preds = model.predict_graphs(graphs, where=where, uncertainty=self.uncertainty)
                 bar.update(len(chunk))
                 yield chunk, preds
         finally:
@@ -244,6 +251,7 @@ def prediction_atoms(atoms: Atoms, pred: dict[str, np.ndarray], targets: dict, *
     Field naming: a per-atom target ``name`` of rank ``M`` becomes the per-atom array ``name``
     (n_atoms, 3**M), row-major (``T[a, b]`` at column ``3 * a + b``; (n_atoms,) for M = 0); a
     per-structure target becomes ``info[name]``, 3**M numbers row-major (a float for M = 0).
+    A standard deviation ``<name>_std`` (``Predictor(uncertainty=True)``) is written like ``name``.
     The structure id (``info['id']``) is kept.  With ``keep_labels`` the input's numeric labels are
     written too, per-atom ones flattened to (n_atoms, k); a label named like a prediction is
     written as ``<name>_input``.
@@ -267,8 +275,20 @@ def prediction_atoms(atoms: Atoms, pred: dict[str, np.ndarray], targets: dict, *
     elif isinstance(atoms.info.get(STRUCTURE_ID), str):
         out.info[STRUCTURE_ID] = atoms.info[STRUCTURE_ID]
     for name, value in pred.items():
-        targets[name].write(out, value)
+        if name in targets:
+            targets[name].write(out, value)
+        else:  # NAME_std: laid out as NAME
+            _write_like(targets[name.removesuffix("_std")], out, name, value)
     return out
+
+
+def _write_like(target, atoms: Atoms, field: str, value: np.ndarray) -> None:
+    """Write ``value`` under ``field`` in the layout :meth:`etgnn.targets.Target.write` uses for ``target``."""
+    if target.level == "atom":
+        flat = np.asarray(value, dtype=float).reshape(len(atoms), -1)
+        atoms.new_array(field, flat[:, 0] if flat.shape[1] == 1 else flat)
+    else:
+        atoms.info[field] = float(value) if np.ndim(value) == 0 else np.asarray(value, dtype=float).reshape(-1)
 
 
 # --------------------------------------------------------------------- field names of other data

@@ -1,0 +1,182 @@
+"""The last-layer posterior of one head (pure linear algebra, float64).
+
+With last-layer features ``f`` (one row per labelled output component, ``P`` columns; see
+:mod:`etgnn.uncertainty.features`) of the training data stacked into ``F``, LLPR gives every
+output component the variance
+
+    sigma^2(f) = alpha^2 f^T (F^T F + lambda I)^-1 f
+
+which is the posterior predictive variance of Bayesian linear regression on the features with
+noise variance ``alpha^2`` and prior weight variance ``alpha^2 / lambda``.  ``lambda`` and
+``alpha`` are fitted on validation data by maximising the Gaussian likelihood of the residuals:
+for each ``lambda`` of a grid (relative to the mean eigenvalue of ``F^T F``) the best ``alpha^2``
+is ``mean(e^2 / v)`` in closed form (``v = f^T (F^T F + lambda I)^-1 f``), and the ``lambda``
+with the lowest negative log-likelihood is kept.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["LastLayerPosterior", "Calibrator", "DEFAULT_GRID"]
+
+#: regularisers tried by the calibration, relative to the mean eigenvalue of F^T F
+DEFAULT_GRID = tuple(10.0 ** np.arange(-8.0, 2.01, 0.5))
+#: components whose feature norm^2 is below this fraction of the training mean carry no
+#: information (a component a symmetry forbids, zero for any weights) and are left out
+NEGLIGIBLE = 1e-20
+
+
+class LastLayerPosterior:
+    """``F^T F`` of one head, its regulariser ``lambda`` and calibration ``alpha^2``.
+
+    Args:
+        n_features: ``P``, the number of last-layer weights.
+    """
+
+    def __init__(self, n_features: int):
+        self.n_features = int(n_features)
+        #: (P, P) float64: sum over training components of f f^T
+        self.ftf = torch.zeros(self.n_features, self.n_features, dtype=torch.float64)
+        #: training components accumulated
+        self.n_components = 0
+        #: absolute regulariser (units of F^T F); None until calibrated
+        self.regularizer: float | None = None
+        #: calibration factor alpha^2 (data units^2 per unit of f^T Sigma f); None until calibrated
+        self.alpha2: float | None = None
+        #: what the calibration found (method, relative lambda, NLL, validation coverage, ...)
+        self.calibration: dict = {}
+        self._eig: tuple[Tensor, Tensor] | None = None
+        self._cov: Tensor | None = None
+
+    # ------------------------------------------------------------------ training pass
+    def add(self, f: Tensor) -> None:
+        """Accumulate training features ``f`` (m, P), one row per labelled output component."""
+        f = f.detach().to("cpu", torch.float64).reshape(-1, self.n_features)
+        self.ftf += f.T @ f
+        self.n_components += f.shape[0]
+        self._eig = self._cov = None
+
+    @property
+    def mean_eigenvalue(self) -> float:
+        """trace(F^T F) / P (the unit of the relative regulariser)."""
+        return float(torch.trace(self.ftf)) / max(self.n_features, 1)
+
+    def eig(self) -> tuple[Tensor, Tensor]:
+        """``(s, U)`` with ``F^T F = U diag(s) U^T`` (s >= 0, float64)."""
+        if self._eig is None:
+            s, u = torch.linalg.eigh(self.ftf)
+            self._eig = (s.clamp(min=0.0), u)
+        return self._eig
+
+    # ------------------------------------------------------------------ posterior
+    def set(self, regularizer: float, alpha2: float) -> None:
+        """Fix ``lambda`` (absolute, units of F^T F) and ``alpha^2``."""
+        if not regularizer > 0 or not alpha2 > 0:
+            raise ValueError(f"regularizer and alpha2 must be > 0, got {regularizer!r}, {alpha2!r}")
+        self.regularizer, self.alpha2 = float(regularizer), float(alpha2)
+        self._cov = None
+
+    @property
+    def ready(self) -> bool:
+        return self.regularizer is not None and self.alpha2 is not None
+
+    def covariance(self) -> Tensor:
+        """(P, P) float64: ``alpha^2 (F^T F + lambda I)^-1``, the posterior of the weights."""
+        if not self.ready:
+            raise RuntimeError("the posterior is not calibrated yet (no regularizer / alpha2)")
+        if self._cov is None:
+            s, u = self.eig()
+            self._cov = (u * (self.alpha2 / (s + self.regularizer))) @ u.T
+        return self._cov
+
+    def variance(self, f: Tensor) -> Tensor:
+        """``f^T Sigma f`` for features ``f`` (..., P): (...) float64 on ``f``'s device."""
+        f = f.to(torch.float64)
+        cov = self.covariance().to(f.device)
+        return ((f @ cov) * f).sum(-1).clamp(min=0.0)
+
+    def component_covariance(self, jac: Tensor) -> Tensor:
+        """Covariance of the components of each row: ``J Sigma J^T`` for ``jac`` (n, C, P): (n, C, C)."""
+        jac = jac.to(torch.float64)
+        return jac @ self.covariance().to(jac.device) @ jac.transpose(-1, -2)
+
+    def calibrator(self, grid=DEFAULT_GRID) -> "Calibrator":
+        """A :class:`Calibrator` for this posterior over the relative regularisers ``grid``."""
+        return Calibrator(self, grid)
+
+    # ------------------------------------------------------------------ persistence
+    def state_dict(self) -> dict:
+        return {"n_features": self.n_features, "ftf": self.ftf.clone(), "n_components": self.n_components,
+                "regularizer": self.regularizer, "alpha2": self.alpha2, "calibration": dict(self.calibration)}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "LastLayerPosterior":
+        post = cls(state["n_features"])
+        post.ftf = state["ftf"].to("cpu", torch.float64)
+        post.n_components = int(state["n_components"])
+        post.regularizer, post.alpha2 = state["regularizer"], state["alpha2"]
+        post.calibration = dict(state.get("calibration") or {})
+        return post
+
+
+class Calibrator:
+    """Fit ``lambda`` and ``alpha^2`` of a :class:`LastLayerPosterior` on validation residuals.
+
+    Feed it batches with :meth:`add`, then :meth:`finish` sets the posterior.  For every
+    regulariser of the grid it keeps ``e^2 / v`` and ``log v`` per component (n_components x
+    grid numbers, not the features).
+    """
+
+    def __init__(self, posterior: LastLayerPosterior, grid=DEFAULT_GRID):
+        if posterior.n_components == 0:
+            raise ValueError("no training components were accumulated: nothing to calibrate")
+        self.posterior = posterior
+        self.relative = np.asarray(grid, dtype=float)
+        s, u = posterior.eig()
+        self.lambdas = torch.as_tensor(self.relative * posterior.mean_eigenvalue, dtype=torch.float64)
+        self._u = u
+        self._inv = 1.0 / (s.unsqueeze(1) + self.lambdas.unsqueeze(0))  # (P, L)
+        self._tiny = NEGLIGIBLE * float(torch.trace(posterior.ftf)) / posterior.n_components
+        self._ratio: list[Tensor] = []
+        self._logv: list[Tensor] = []
+        self.n_negligible = 0
+
+    def add(self, f: Tensor, err: Tensor) -> None:
+        """Validation features ``f`` (m, P) and residuals ``err`` = prediction - label (m,)."""
+        f = f.detach().to("cpu", torch.float64).reshape(-1, self.posterior.n_features)
+        err = err.detach().to("cpu", torch.float64).reshape(-1)
+        keep = (f * f).sum(-1) > self._tiny
+        self.n_negligible += int((~keep).sum())
+        q = (f[keep] @ self._u) ** 2
+        v = q @ self._inv  # (m, L)
+        self._ratio.append(err[keep].unsqueeze(1) ** 2 / v)
+        self._logv.append(torch.log(v))
+
+    def finish(self) -> dict:
+        """Set the posterior's ``lambda`` and ``alpha^2`` (maximum Gaussian likelihood) and return
+        ``posterior.calibration``: method, relative and absolute lambda, alpha, NLL per
+        component, validation components, the share within 1 and 2 sigma after calibration."""
+        if not self._ratio:
+            raise ValueError("no validation components: the calibration needs labelled validation data")
+        ratio, logv = torch.cat(self._ratio), torch.cat(self._logv)
+        if ratio.shape[0] == 0:
+            raise ValueError("every validation component has zero features: nothing to calibrate")
+        alpha2 = ratio.mean(0).clamp(min=1e-300)
+        nll = 0.5 * (math.log(2 * math.pi) + torch.log(alpha2) + logv.mean(0) + 1.0)
+        k = int(torch.argmin(torch.where(torch.isfinite(nll), nll, torch.full_like(nll, math.inf))))
+        self.posterior.set(float(self.lambdas[k]), float(alpha2[k]))
+        z = torch.sqrt(ratio[:, k] / alpha2[k])
+        self.posterior.calibration = {
+            "method": "maximum Gaussian likelihood on validation residuals (alpha^2 closed form, lambda on a grid)",
+            "lambda_relative": float(self.relative[k]), "lambda": float(self.lambdas[k]),
+            "alpha": math.sqrt(float(alpha2[k])), "nll": float(nll[k]), "n_components": int(ratio.shape[0]),
+            "n_negligible": self.n_negligible,
+            "coverage_1sigma": float((z <= 1.0).double().mean()), "coverage_2sigma": float((z <= 2.0).double().mean()),
+            "grid_nll": [float(x) for x in nll],
+        }
+        return self.posterior.calibration
