@@ -20,7 +20,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import shlex
 import sys
 import tempfile
@@ -36,6 +35,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _bench  # noqa: E402  (benchmarks/_bench.py: machine header, timing, results files)
 
 from etgnn import load_model  # noqa: E402
 from etgnn.data.labels import LabelSpec, acoustic_sum_violation, extract_label, labelled  # noqa: E402
@@ -140,19 +142,11 @@ QUICK = dict(minutes=1.0, epochs=2, pool=40, test=10)
 
 
 def hardware() -> dict:
-    """CPU model, logical cores, torch threads and versions of this machine."""
-    model = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": model, "logical_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "torch": torch.__version__,
-            "python": platform.python_version(),
-            "load_average_1min_at_start": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
+    """CPU model, logical cores, torch threads and versions of this machine (from :func:`_bench.machine`)."""
+    m = _bench.machine()
+    return {"cpu": m["cpu"], "logical_cores": m["cores"], "torch_threads": m["torch_threads"],
+            "OMP_NUM_THREADS": m["OMP_NUM_THREADS"], "torch": m["torch"], "python": m["python"],
+            "load_average_1min_at_start": round(m["loadavg_start"][0], 2) if m["loadavg_start"] else None}
 
 
 def read_labelled(path: Path, targets: dict, tcfg: dict) -> tuple[list[ase.Atoms], dict]:

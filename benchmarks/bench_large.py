@@ -37,7 +37,10 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _bench  # noqa: E402  (benchmarks/_bench.py: machine header, timing, results files)
+
+REPO = _bench.REPO
 DATA = REPO / ".." / "shared" / "data" / "phonondb_bec_eps" / "train.xyz"
 OUT = REPO / "benchmarks" / "results"
 GB = 1e9
@@ -222,18 +225,7 @@ def to_markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo), or the platform's processor string."""
-    import platform
-
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
+cpu_model = _bench.cpu_model
 
 
 def _commit(src: str) -> str:
@@ -283,8 +275,7 @@ def main(argv: list[str] | None = None) -> None:
             print(kind, size, mode, version, json.dumps(m), flush=True)
             args.out.mkdir(parents=True, exist_ok=True)
             name = "bench_large_quick" if args.quick else "bench_large" if args.part == "all" else f"bench_large_{args.part}"
-            (args.out / f"{name}.json").write_text(json.dumps(res, indent=1))
-            (args.out / f"{name}.md").write_text(to_markdown(res))
+            _bench.write_results(args.out, name, res, to_markdown(res))
 
 
 if __name__ == "__main__":

@@ -35,10 +35,8 @@ same arithmetic, so any difference is the code's organisation), and this checkou
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -47,7 +45,10 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _bench  # noqa: E402  (benchmarks/_bench.py: machine header, timing, results files)
+
+REPO = _bench.REPO
 DEFAULT_DATA = REPO / ".." / "shared" / "data" / "phonondb_bec_eps" / "train.xyz"
 DEFAULT_OUT = REPO / "benchmarks" / "results"
 
@@ -356,39 +357,8 @@ def _median_of_repeats(runs: list[dict]) -> dict:
 
 
 def machine_info(threads) -> dict:
-    import torch
-
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GB
-    except (ValueError, OSError):
-        mem = None
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                                text=True, timeout=10).stdout.strip()
-    except Exception:
-        commit = ""
-    return {
-        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "memory_gb": mem,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": int(threads) if threads else torch.get_num_threads(),
-        "platform": platform.platform(),
-        "git_commit": commit,
-        "loadavg_start": list(os.getloadavg()),
-    }
+    """The machine and load header (:func:`_bench.machine`)."""
+    return _bench.machine(threads)
 
 
 def verdict(entry: dict) -> dict:
@@ -524,8 +494,7 @@ def main(argv=None) -> int:
 
     results["meta"]["loadavg_end"] = list(os.getloadavg())
     results["meta"]["total_s"] = time.perf_counter() - t_all
-    (out_dir / "bench_model.json").write_text(json.dumps(results, indent=1))
-    (out_dir / "bench_model.md").write_text(render_markdown(results))
+    _bench.write_results(out_dir, "bench_model", results, render_markdown(results))
     log(f"wrote {out_dir / 'bench_model.json'} and {out_dir / 'bench_model.md'}")
     return 0
 
@@ -573,8 +542,7 @@ def compare_versions(args, base: dict, results: dict, out_dir: Path, repeats: in
         })
     results["versions"] = {"against": rev, "repeats": repeats, "rows": rows}
     results["meta"]["loadavg_end"] = list(os.getloadavg())
-    (out_dir / "bench_model_versions.json").write_text(json.dumps(results, indent=1))
-    (out_dir / "bench_model_versions.md").write_text(render_versions(results))
+    _bench.write_results(out_dir, "bench_model_versions", results, render_versions(results))
     log(f"wrote {out_dir / 'bench_model_versions.md'}")
     return 0
 

@@ -22,13 +22,17 @@ import argparse
 import contextlib
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _bench  # noqa: E402  (benchmarks/_bench.py: machine header, timing, results files)
+
+REPO = _bench.REPO
 OUT = REPO / "benchmarks" / "results"
 VARIANTS = ("float32", "bfloat16", "float16", "compile")
 
@@ -153,8 +157,7 @@ def main() -> None:
            "threads": torch.get_num_threads(), "accuracy": accuracy(args.checkpoint),
            "speed": speed(tuple(args.repeat), args.repeats)}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench_precision.json").write_text(json.dumps(res, indent=1))
-    (args.out / "bench_precision.md").write_text(to_markdown(res))
+    _bench.write_results(args.out, "bench_precision", res, to_markdown(res))
     print(to_markdown(res))
 
 
