@@ -3,8 +3,12 @@ permutations, batching, no gradient across frames, and independence of the choic
 
 A rank-M tensor gains one R per index, ``T' = rotate(T, R, M)``; with ``det R = -1`` this is the
 polar-tensor rule (odd ranks change sign under inversion).  Each comparison is relative to the
-largest |value| of the head, and each test also checks that the transformation changes the output
-where it should, so that a model predicting ~0 or an isotropic constant could not pass.
+largest |value| of the head, and each test also checks, on the structures without symmetry, that
+what it compares is not trivially equal: outputs are O(1), and they change where the transformation
+should change them (rotated tensors, odd ranks under inversion, permuted atoms, summed cells) or,
+where it should not, they do change under a comparable change that is not a symmetry (one atom
+moved, another structure in the batch, another atom of the cell).  A model predicting ~0, an
+isotropic constant or anything independent of the geometry cannot pass.
 """
 
 from __future__ import annotations
@@ -37,6 +41,11 @@ def _predict(model, structures: dict) -> dict:
     return dict(zip(structures, model.predict(list(structures.values()), batch_size=len(structures))))
 
 
+def _nonzero(value, what: str) -> None:
+    """An O(1) output (the model's outputs are, by construction): ~0 would make a comparison void."""
+    assert np.abs(value).max() > 1e-2, f"{what}: prediction is ~0, the test would be void"
+
+
 #: Backbone variants besides the default (elu, cosine cutoff, Bessel basis).
 VARIANTS = {"default": {}, "swish-polynomial-gaussian": {"activation": "swish", "cutoff_function": "polynomial",
                                                          "radial_basis": "gaussian", "num_blocks": 1}}
@@ -60,24 +69,38 @@ def test_rotation(make_model, dtype, tol, structures, improper, variant, assert_
                 assert_differs(expected, value, tol, f"{name} {key} rotated")
 
 
-def test_inversion_is_parity(model, tol, structures, assert_close):
+def test_inversion_is_parity(model, tol, structures, assert_close, assert_differs):
     """Pure inversion: rank-M outputs gain (-1)^M (odd-rank crystal tensors are polar)."""
     ref = _predict(model, structures)
     got = _predict(model, {name: _transformed(a, -np.eye(3)) for name, a in structures.items()})
     for name in structures:
         for key, head in model.heads.items():
-            assert_close(got[name][key], (-1) ** head.rank * ref[name][key], tol, f"inverted {name} {key}")
+            expected = (-1) ** head.rank * ref[name][key]
+            assert_close(got[name][key], expected, tol, f"inverted {name} {key}")
+            if name in GENERIC:  # nonzero: a wrong sign shows; odd ranks must flip
+                _nonzero(ref[name][key], f"{name} {key}")
+                if head.rank % 2:
+                    assert_differs(expected, ref[name][key], tol, f"{name} {key} inverted")
 
 
-def test_translation(model, tol, structures, assert_close):
+def test_translation(model, tol, structures, assert_close, assert_differs):
+    shift = np.array([1.7, -3.1, 0.4])
     ref = _predict(model, structures)
-    got = _predict(model, {n: _transformed(a, np.eye(3), shift=(1.7, -3.1, 0.4)) for n, a in structures.items()})
+    got = _predict(model, {n: _transformed(a, np.eye(3), shift=shift) for n, a in structures.items()})
+    one_moved = {}  # not a symmetry: one atom alone moved 0.2 Angstrom along the shift
+    for name in GENERIC:
+        one_moved[name] = structures[name].copy()
+        one_moved[name].positions[0] += 0.2 * shift / np.linalg.norm(shift)
+    moved = _predict(model, one_moved)
     for name in structures:
         for key in model.heads:
             assert_close(got[name][key], ref[name][key], tol, f"translated {name} {key}")
+            if name in GENERIC:  # the output does depend on where the atoms are
+                _nonzero(ref[name][key], f"{name} {key}")
+                assert_differs(moved[name][key], ref[name][key], tol, f"{name} {key} with one atom moved")
 
 
-def test_permutation(model, tol, structures, assert_close):
+def test_permutation(model, tol, structures, assert_close, assert_differs):
     rng = np.random.default_rng(1)
     perms = {}
     for name, atoms in structures.items():
@@ -90,15 +113,25 @@ def test_permutation(model, tol, structures, assert_close):
         for key, head in model.heads.items():
             expected = ref[name][key][perms[name]] if head.level == "atom" else ref[name][key]
             assert_close(got[name][key], expected, tol, f"permuted {name} {key}")
+            if name in GENERIC:  # atoms carry different tensors: the permutation moves them
+                _nonzero(ref[name][key], f"{name} {key}")
+                if head.level == "atom":
+                    assert_differs(expected, ref[name][key], tol, f"{name} {key} permuted")
 
 
-def test_batched_equals_single(model, tol, structures, assert_close):
+def test_batched_equals_single(model, tol, structures, assert_close, assert_differs):
     items = list(structures.values())
     batched = model.predict(items, batch_size=len(items))
     for name, atoms, b in zip(structures, items, batched):
         single = model.predict(atoms)[0]
         for key in model.heads:
             assert_close(b[key], single[key], tol, f"batched {name} {key}")
+    # the structures of the batch differ (first atoms, structure tensors): a mix-up would show
+    a, b = batched[list(structures).index("CH3OH")], batched[list(structures).index("triclinic")]
+    for key, head in model.heads.items():
+        _nonzero(a[key], f"CH3OH {key}")
+        assert_differs(b[key][:3] if head.level == "atom" else b[key], a[key][:3] if head.level == "atom" else a[key],
+                       tol, f"{key} of CH3OH and triclinic")
 
 
 def test_no_gradient_across_frames(model, structures):
@@ -137,7 +170,7 @@ NON_DIAGONAL = [[1, 1, 0], [-1, 1, 0], [0, 0, 1]]
 @pytest.mark.parametrize(("name", "matrix"), [("triclinic", DIAGONAL), ("triclinic", NON_DIAGONAL),
                                               ("wurtzite", NON_DIAGONAL)],
                          ids=["triclinic-2x2x2", "triclinic-non-diagonal", "wurtzite-non-diagonal"])
-def test_supercell(model, tol, structures, name, matrix, assert_close):
+def test_supercell(model, tol, structures, name, matrix, assert_close, assert_differs):
     """Per-atom tensors repeat, mean-reduced tensors are unchanged, sums scale with the cells."""
     cell = structures[name]
     big = make_supercell(cell, np.asarray(matrix))
@@ -152,3 +185,9 @@ def test_supercell(model, tol, structures, name, matrix, assert_close):
         else:
             expected = ref[key] * (n_cells if head.reduce == "sum" else 1)
         assert_close(got[key], expected, tol, f"{name} supercell {matrix} {key}")
+        if name in GENERIC:  # sum and mean differ; so do the atoms of the cell
+            _nonzero(ref[key], f"{name} {key}")
+            if head.level == "atom":
+                assert_differs(expected, ref[key][np.roll(source, 1)], tol, f"{name} supercell {key}, atoms shifted")
+            else:
+                assert_differs(ref[key] * n_cells, ref[key], tol, f"{name} supercell {key}, sum vs mean")
