@@ -79,6 +79,11 @@ class ETGNNCalculator(Calculator):
     needs a unit etgnn knows (:data:`ASE_PROPERTIES`); a target named like an ASE property with no
     declared unit is served unchanged (taken to be in ASE's units already).
 
+    A model with uncertainty (``etgnn calibrate``) also serves ``<target>_std`` (and
+    ``<ASE property>_std``, converted alike): one standard deviation per component, the target's
+    shape, e.g. ``calc.get_property("born_charges_std", atoms)``; it is computed only when such a
+    property is asked for (it costs about one more forward pass per target).
+
     Forces come from a direct rank-1 head (as in the ETGNN paper), not from an energy gradient:
     they are exactly equivariant, but not conservative.
 
@@ -122,15 +127,23 @@ class ETGNNCalculator(Calculator):
             self.conversions[name] = (prop, factor)
         props = [p for p, _ in self.conversions.values()]
         self.implemented_properties = list(dict.fromkeys(list(targets) + props))
+        llpr = self.model.uncertainty
+        if llpr is not None:
+            self.implemented_properties += [f"{name}_std" for name in llpr.targets]
+            self.implemented_properties += [f"{prop}_std" for name, (prop, _) in self.conversions.items()
+                                            if name in llpr.targets and prop != name]
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         from .predict import Predictor
 
         super().calculate(atoms, properties, system_changes)
-        pred = Predictor(self.model, batch_size=1, background=False).predict(self.atoms)[0]
+        std = self.model.uncertainty is not None and any(str(p).endswith("_std") for p in properties)
+        pred = Predictor(self.model, batch_size=1, background=False, uncertainty=std).predict(self.atoms)[0]
         self.results = {name: np.asarray(value) for name, value in pred.items()}
         for name, (prop, factor) in self.conversions.items():
             self.results[prop] = self.results[name] * factor
+            if f"{name}_std" in self.results:
+                self.results[f"{prop}_std"] = self.results[f"{name}_std"] * factor
         for prop in ("energy", "free_energy"):
             if prop in self.results:
                 self.results[prop] = float(self.results[prop])

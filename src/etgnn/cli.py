@@ -16,6 +16,7 @@ from .errors import EtgnnError
 #: subcommand modules, in the order shown by ``etgnn --help``
 SUBCOMMAND_MODULES = (
     "etgnn.train.cli",  # train, evaluate, predict
+    "etgnn.train.calibrate",  # calibrate (uncertainty)
     "etgnn.symmetry",  # symmetry-test
     "etgnn.qm.make_dataset",  # make-dataset
     "etgnn.tune",  # tune, sweep

@@ -57,6 +57,7 @@ CHOICES: dict[str, tuple] = {
     "training.device": ("auto", "cpu", "cuda"),
     "training.lr_schedule": ("plateau", "cosine"),
     "training.strategy": ("auto", "ddp"),
+    "training.uncertainty": ("none", "llpr"),
 }
 
 
@@ -153,6 +154,7 @@ class TrainingConfig:
     tensorboard: bool = False  #: also log losses, lr and val metrics to run_dir/tensorboard (pip install tensorboard)
     freeze_backbone: bool = False  #: with init_from: train the heads only (the backbone's weights stay the source model's)
     backbone_lr_factor: float = 1.0  #: with init_from: the backbone learns at lr x this (e.g. 0.1), the heads at lr
+    uncertainty: str = "none"  #: llpr: after training, fit a calibrated per-component uncertainty (last-layer prediction rigidity; one pass over the training data, calibrated on the validation part) into best.ckpt (docs/uncertainty.md)
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,8 @@ Field naming in OUTPUT (units of the training data):
   per-structure target NAME        comment-line entry NAME with 3**M values, row-major
                                    (a single number for M=0)
 With --keep-labels an input field named like a prediction is written as NAME_input.
+With --uncertainty (a model from etgnn calibrate) each target NAME also gets NAME_std, one
+standard deviation per component, laid out as NAME.
 """
 
 _MAP_HELP = ("read the checkpoint's data key (or target) KEY from this data's FIELD, e.g. "
@@ -51,6 +53,9 @@ per-element mean tensor of the training data for per-atom targets, the training 
 structure targets); for rank-2 targets also the isotropic (tr/3), anisotropic (symmetric
 traceless) and antisymmetric parts.  Structures whose per-atom rank-2 labels break the acoustic
 sum rule are listed (index in DATA, |sum|) and evaluated unless --drop-sum-rule-violators.
+A model with uncertainty (etgnn calibrate) also gets, per target, the Spearman rank correlation
+of sigma and |error| per row, the share of components within 1 and 2 sigma, the miscalibration
+area and the Gaussian negative log-likelihood (docs/uncertainty.md).
 """
 
 #: --drop-sum-rule-violators without a value: the checkpoint's training threshold
@@ -100,6 +105,8 @@ def add_parser(subparsers) -> None:
                    help="with --keep-labels, write the input's FIELD under the name NEW (repeatable)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--no-progress", action="store_true", help="no progress bar (shown on a terminal only)")
+    p.add_argument("--uncertainty", action="store_true",
+                   help="also write NAME_std, one standard deviation per component (a model from etgnn calibrate)")
     p.set_defaults(func=_predict)
 
 
@@ -180,11 +187,17 @@ def _evaluate(args) -> int:
         print(format_sum_rule_report(sum_rule, args.data))
     metrics, pred, ref = evaluate(model, dataset, batch_size=batch_size)
     print(format_table({"data": metrics}))
+    uncertainty = {}
+    if model.uncertainty is not None:
+        from ..uncertainty import evaluate_uncertainty, format_uncertainty_table
+
+        uncertainty = {"uncertainty": evaluate_uncertainty(model, dataset, batch_size=batch_size)}
+        print(format_uncertainty_table({"data": uncertainty["uncertainty"]}))
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps({"checkpoint": str(args.checkpoint), "data": str(args.data),
                                                  "n_evaluated": len(dataset), "sum_rule": sum_rule,
-                                                 "metrics": metrics}, indent=2))
+                                                 "metrics": metrics, **uncertainty}, indent=2))
         print(f"metrics written to {args.output}")
     if args.plot:
         units = {name: t.unit for name, t in model.config.targets.items()}
@@ -200,7 +213,8 @@ def _predict(args) -> int:
     check_output_path(args.output)  # before loading anything
     rename = parse_key_map(args.map)
     model = _load(args.checkpoint, args.device)
-    n = Predictor(model, batch_size=batch_size, progress=not args.no_progress).predict_file(
+    n = Predictor(model, batch_size=batch_size, progress=not args.no_progress,
+                  uncertainty=args.uncertainty).predict_file(
         args.input, args.output, format=args.format, structure_path=args.structure,
         keep_labels=args.keep_labels, rename=rename)
     print(f"{n} structures with predictions written to {args.output}")

@@ -302,14 +302,20 @@ def _run(cfg: Config, ctx: ddp.DistContext, resume: bool, callback) -> TrainResu
         board.close()
     result = TrainResult(state.best_val_loss, state.best_epoch, state.epoch + 1, {}, run_dir, stopped, mid_epoch)
     if ctx.is_main:
+        uncertainty = {}
         if state.epoch >= 0 or (run_dir / BEST).is_file():
             result.metrics = _final_evaluation(cfg, model, ema, splits, ctx.device, run_dir)
+            if tr.uncertainty == "llpr" and (run_dir / BEST).is_file():  # the best weights, loaded above
+                from .calibrate import add_uncertainty_to_checkpoint
+
+                say("fitting the uncertainty (LLPR) of the best model into best.ckpt")
+                uncertainty = {"uncertainty": add_uncertainty_to_checkpoint(model, splits, run_dir / BEST)}
         else:
             warnings.warn(f"{run_dir}: no epoch completed within training.max_time={tr.max_time} minutes; "
                           "nothing to evaluate (raise training.max_time)", stacklevel=2)
         _write_json(run_dir / "metrics.json", {"best_val_loss": result.best_val_loss, "best_epoch": result.best_epoch,
                                                "epochs_run": result.epochs_run, "stopped": stopped,
-                                               "stopped_mid_epoch": mid_epoch, **result.metrics})
+                                               "stopped_mid_epoch": mid_epoch, **result.metrics, **uncertainty})
     return result
 
 
