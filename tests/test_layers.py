@@ -84,11 +84,14 @@ def import_edges() -> dict[str, list[tuple[str, int]]]:
 
 
 def layer_of(module: str) -> int | None:
-    """Index in :data:`LAYERS` of the longest prefix naming ``module`` (``None``: in no layer)."""
+    """Index in :data:`LAYERS` of the longest prefix naming ``module`` (``None``: in no layer).
+
+    The root package ``etgnn`` names itself only (its ``__init__``, the public API), not every module.
+    """
     best, index = "", None
     for k, (_, prefixes) in enumerate(LAYERS):
         for p in prefixes:
-            if (module == p or module.startswith(p + ".")) and len(p) > len(best):
+            if (module == p or (p != "etgnn" and module.startswith(p + "."))) and len(p) > len(best):
                 best, index = p, k
     return index
 
@@ -195,3 +198,4 @@ def test_the_docs_draw_the_same_layers():
                                            ("etgnn.evaluate", "evaluate")])
 def test_layer_of(module, layer):
     assert LAYERS[layer_of(module)][0] == layer
+    assert layer_of("etgnn.no_such_module") is None  # not in the root package's layer

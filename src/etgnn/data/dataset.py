@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from .._paths import PACKAGE_PREFIX, resolve_data_path  # noqa: F401  (etgnn.data.dataset.resolve_data_path: public)
 from .._warnings import warn
 from ..config import Config
 from ..errors import DataError
@@ -43,19 +44,6 @@ __all__ = [
     "obeys_sum_rule",
     "resolve_data_path",
 ]
-
-#: prefix of paths to data shipped inside the package, e.g. ``etgnn:examples_data/molecules.extxyz``
-PACKAGE_PREFIX = "etgnn:"
-
-
-def resolve_data_path(path) -> Path:
-    """Turn ``etgnn:<relative path>`` into the path of a file shipped with etgnn; else ``Path(path)``."""
-    text = str(path)
-    if text.startswith(PACKAGE_PREFIX):
-        from importlib.resources import files
-
-        return Path(str(files("etgnn").joinpath(text[len(PACKAGE_PREFIX):])))
-    return Path(path)
 
 #: bump when the cached graph layout changes
 CACHE_FORMAT = 1
