@@ -38,7 +38,8 @@ target; eps works too): isotropic a = tr(alpha)/3 and anisotropic (traceless) pa
 I_VV = S_a + (2/15) S_aniso and depolarized I_VH = S_aniso/10 (isotropic average). With
 --temperature the spectra are multiplied by the quantum correction (harmonic: hbar w/kT (n(w)+1),
 the Stokes line shape); the laser factor (w_L - w)^4 is not applied. Output CSV: freq_cm1,
-freq_THz, isotropic, anisotropic, polarized, depolarized, in (polarizability unit)^2/THz.
+freq_THz, isotropic, anisotropic, polarized, depolarized, in (target unit)^2/THz (the unit the
+polarizability target declares, e.g. (Angstrom^3)^2/THz; the plot's axis says it).
 """
 
 
@@ -235,6 +236,8 @@ def _raman(args) -> int:
                           quantum=args.quantum_correction, window=args.window, broadening=args.broadening,
                           shape=args.line_shape, max_lag=max_lag, normalization=args.normalization)
     spec.meta.update(target=series.target)
+    unit = f"({series.unit})^2/THz" if series.unit else "(polarizability unit)^2/THz"  # the target's declared unit
+    spec.units = {k: unit for k in spec.columns}
     return _finish(args, spec, "polarized", dt)
 
 

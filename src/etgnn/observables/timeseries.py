@@ -61,6 +61,7 @@ class Series:
         dof: degrees of freedom the temperature counts, None without velocities.
         dof_note: how ``dof`` was counted, e.g. ``"3N - 6 = 3: centre-of-mass motion and rotation removed"``.
         times: (n_frames,) the frames' ``time_fs`` (fs) if every frame has it, else None.
+        unit: the target's declared ``unit`` (``""`` if it declares none).
     """
 
     values: np.ndarray
@@ -71,6 +72,7 @@ class Series:
     dof: int | None = None
     dof_note: str = ""
     times: np.ndarray | None = None
+    unit: str = ""
 
 
 def select_target(model, name: str | None, level: str, rank: int, what: str) -> str:
@@ -255,4 +257,5 @@ def predict_series(model, path: str | os.PathLike, kind: str, target: str | None
         if dof > 0:
             temperature = 2.0 * float(np.mean(kinetic)) / (dof * units.kB)
     times = None if np.isnan(times).any() else np.asarray(times)
-    return Series(np.asarray(values, dtype=float), name, volume, temperature, len(first), dof, note, times)
+    return Series(np.asarray(values, dtype=float), name, volume, temperature, len(first), dof, note, times,
+                  model.config.targets[name].unit or "")
