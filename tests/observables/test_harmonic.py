@@ -15,8 +15,8 @@ from ase.optimize import BFGS
 from etgnn.errors import DataError
 from etgnn.observables import spectra as sp
 from etgnn.observables.field import FieldCalculator
-from etgnn.observables.harmonic import (EPS0_FACTOR, HarmonicCalculator, load_phonopy_crystal,
-                                        static_dielectric_ionic)
+from etgnn.observables.harmonic import (EPS0_FACTOR, HarmonicCalculator, load_phonopy_crystal, normal_modes,
+                                        static_dielectric_ionic, thermalize_modes)
 
 PHONOPY = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "phonopy_born"
 
@@ -139,3 +139,69 @@ def test_field_md_example_runs(capsys):
         assert module.main(["--data", str(PHONOPY), "--steps", "200"]) == 0
     out = capsys.readouterr().out
     assert "exact static response (DFT charges): 3.816" in out
+
+
+def test_born_charges_obey_the_sum_rule_and_a_broken_file_is_reported():
+    """ZnO.BORN sums to 0.06 e per primitive cell: enforced (no net field force), reported with the number."""
+    files = [PHONOPY / f"ZnO.{ext}" for ext in ("phonopy_disp.yaml", "FORCE_SETS", "BORN")]
+    if not all(f.is_file() for f in files):
+        pytest.skip(f"phonopy data for ZnO not found in {PHONOPY}")
+    with pytest.warns(UserWarning, match=r"ZnO.BORN: the Born charges break the acoustic sum rule: they add up to "
+                                         r"0.06\d* e .* over the 4 atoms of the primitive cell"):
+        crystal = load_phonopy_crystal(*files)
+    raw = np.asarray(crystal.phonon.nac_params["born"])
+    np.testing.assert_allclose(crystal.born_sum, raw.sum(axis=0), atol=1e-14)
+    assert np.abs(crystal.born_sum).max() == pytest.approx(0.0603, abs=1e-3)
+    np.testing.assert_allclose(crystal.born.sum(axis=0), 0.0, atol=1e-12)
+    # the field pushes no atom on average: zero net force on the crystal
+    atoms = crystal.atoms.copy()
+    atoms.calc = FieldCalculator(HarmonicCalculator(crystal.force_constants, crystal.atoms), [0.01, -0.02, 0.03],
+                                 crystal.born)
+    np.testing.assert_allclose(atoms.get_forces().sum(axis=0), 0.0, atol=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # NaCl.BORN holds the rule to 3e-4 e: no warning
+        warnings.filterwarnings("ignore", message=".*primitive_matrix.*")
+        nacl = _crystal("NaCl")
+    assert np.abs(nacl.born_sum).max() < 1e-3
+
+
+def test_thermalize_modes_gives_every_mode_kT():
+    """Energy (3N - 3) k_B T (to the asymmetry of phonopy's force constants, 1e-7), no drift."""
+    crystal = _crystal("NaCl")
+    atoms = crystal.atoms.copy()
+    freq = thermalize_modes(atoms, crystal.force_constants, 300.0, np.random.default_rng(0), born=crystal.born)
+    n = len(atoms)
+    assert len(freq) == 3 * n - 3
+    atoms.calc = HarmonicCalculator(crystal.force_constants, crystal.atoms)
+    kt = units.kB * 300.0
+    assert atoms.get_potential_energy() + atoms.get_kinetic_energy() == pytest.approx((3 * n - 3) * kt, rel=1e-6)
+    np.testing.assert_allclose(atoms.get_momenta().sum(axis=0), 0.0, atol=1e-10)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_md_band_area_from_thermalized_modes(seed):
+    """Docs walk-through 1: every mode started with k_B T, the single run's band area is the harmonic one.
+
+    Expected: ``int alpha n d(wavenumber) = sum_m |Zbar_m|^2 / (12 eps0 c^2 V)`` over the supercell
+    modes (``Zbar_m = sum_k Z_k e_m,k / sqrt(m_k)``). Maxwell-Boltzmann momenta at the equilibrium
+    geometry (the old walk-through) give a run near T/2 and a random area (0.05-1.4 of this).
+    """
+    from scipy import constants as sc
+
+    crystal = _crystal("NaCl")
+    atoms = crystal.atoms.copy()
+    thermalize_modes(atoms, crystal.force_constants, 300.0, np.random.default_rng(seed), born=crystal.born)
+    atoms.calc = HarmonicCalculator(crystal.force_constants, crystal.atoms)
+    dt, currents = 5.0, []
+    md = VelocityVerlet(atoms, timestep=dt * units.fs)
+    md.attach(lambda: currents.append(sp.polarization_current(crystal.born, atoms.get_velocities() * units.fs)))
+    md.run(3999)
+    volume = crystal.atoms.get_volume()
+    spec = sp.ir_spectrum(np.array(currents), dt, 300.0, volume=volume, max_lag=2000)
+    area = np.trapezoid(spec.columns["absorption"], spec.freq_cm1)  # cm^-2
+    freq, vec = normal_modes(crystal.force_constants, atoms.get_masses())
+    m = np.repeat(atoms.get_masses() ** -0.5, 3)
+    zbar = crystal.born.transpose(1, 0, 2).reshape(3, -1) @ (m[:, None] * vec)
+    to_cm2 = (sc.e**2 / sc.atomic_mass) / (12 * sc.epsilon_0 * sc.c**2 * volume * 1e-30) / 1e4
+    expected = float(np.sum(zbar[:, freq > 0.1] ** 2)) * to_cm2
+    assert area == pytest.approx(expected, rel=0.02)
