@@ -95,3 +95,44 @@ def test_errors(make_model):
     calc = FieldCalculator(_harmonic(atoms), [0, 0, 0.1], np.zeros((2, 3, 3)))
     with pytest.raises(DataError, match="2 fixed Born charges for a structure of 3 atoms"):
         calc.get_forces(atoms)
+
+
+def test_dipole_change_integrates_predicted_charges_along_the_path(make_model):
+    """Moving atoms, model charges Z(R): the dipole change is the trapezoid rule of sum_k Z_k du_k.
+
+    Reference: the line integral over each straight step by 8-point Gauss-Legendre quadrature of
+    the model's charges (converged to 1e-8). Over 8 steps of ~0.003 Angstrom per coordinate along
+    a curved path the trapezoid rule is off by 6e-5 of the dipole change, the end-point rule
+    (the charge at the end of each step instead of the average) by 5e-3: replacing the average by
+    either end fails.
+    """
+    model = make_model(targets=("bec", "dipole"))
+    rng = np.random.default_rng(5)
+    start = molecule("H2O")
+    d1, d2 = rng.normal(size=(2, 3, 3))
+    path = [start.positions + 0.02 * s * d1 + 0.01 * s**2 * d2 for s in np.linspace(0, 1, 9)]  # 8 straight steps
+    calc = FieldCalculator(_harmonic(start), [0.0, 0.1, 0.0], model)
+    atoms = start.copy()
+    atoms.calc = calc
+    nodes, weights = np.polynomial.legendre.leggauss(8)
+    exact, trapezoid, end_point = np.zeros(3), np.zeros(3), np.zeros(3)
+    for a, b in zip(path[:-1], path[1:]):
+        du = b - a
+        probes = []
+        for s in (nodes + 1) / 2:
+            probe = start.copy()
+            probe.positions = a + s * du
+            probes.append(probe)
+        z = np.array([p["bec"] for p in model.predict(probes)])  # (8, n_atoms, 3, 3)
+        exact += np.einsum("s,skij,kj->i", weights / 2, z, du)
+        za, zb = (model.predict(start.__class__(start.numbers, positions=x))[0]["bec"] for x in (a, b))
+        trapezoid += np.einsum("kij,kj->i", (za + zb) / 2, du)
+        end_point += np.einsum("kij,kj->i", zb, du)
+    for x in path:
+        atoms.positions = x
+        atoms.get_forces()
+    got = calc.get_property("dipole_change", atoms)
+    np.testing.assert_allclose(got, trapezoid, rtol=0, atol=1e-12)
+    error = np.linalg.norm(got - exact)
+    assert error < 0.05 * np.linalg.norm(end_point - exact)
+    assert error < 2e-4 * np.linalg.norm(exact)
