@@ -210,7 +210,8 @@ def dipole_current(dipoles, timestep: float) -> np.ndarray:
     """``d mu/dt`` by central differences (one-sided at the ends).
 
     The central difference multiplies the spectrum by ``(sin(w dt) / (w dt))^2`` relative to the
-    exact derivative: 1.6 % at 1000 cm^-1 for dt = 1 fs; use a short timestep.
+    exact derivative: 1.18 % lower at 1000 cm^-1 for dt = 1 fs (``w dt = 0.188``), 19 % at 4200 cm^-1;
+    use a short timestep.
 
     Args:
         dipoles: (n_frames, 3) dipoles in e Angstrom.
