@@ -241,3 +241,12 @@ def test_an_unseen_element_raises_sigma_and_warns(calibrated):
         scale = float(model.heads[name].scale)
         assert new[f"{name}_std"].min() >= scale * (1 - 1e-12), name
         assert new[f"{name}_std"].mean() > 3 * base[f"{name}_std"].mean(), name
+
+
+def test_sigma_vanishes_exactly_where_the_symmetry_forbids_the_component(calibrated):
+    """H2O (C2v, axis z, plane yz): the dipole may only point along z; CH4 (Td): no dipole at all."""
+    model, _ = calibrated
+    h2o, ch4 = model.predict([molecule("H2O"), molecule("CH4")], uncertainty=True)
+    assert h2o["dipole_std"][0] == 0.0 and h2o["dipole_std"][1] == 0.0 and h2o["dipole_std"][2] > 0
+    assert np.all(ch4["dipole_std"] == 0.0)
+    assert np.all(ch4["dielectric_std"][~np.eye(3, dtype=bool)] == 0.0) and np.all(np.diag(ch4["dielectric_std"]) > 0)

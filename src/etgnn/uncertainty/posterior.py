@@ -26,9 +26,10 @@ __all__ = ["LastLayerPosterior", "Calibrator", "DEFAULT_GRID"]
 
 #: regularisers tried by the calibration, relative to the mean eigenvalue of F^T F
 DEFAULT_GRID = tuple(10.0 ** np.arange(-8.0, 2.01, 0.5))
-#: components whose feature norm^2 is below this fraction of the training mean carry no
-#: information (a component a symmetry forbids, zero for any weights) and are left out
-NEGLIGIBLE = 1e-20
+#: a component whose feature norm^2 is below this fraction of the training components' mean is
+#: one the site symmetry forbids (zero for any weights; what is left is float32 round-off, about
+#: 1e-7 relative): its sigma is exactly 0 and the calibration leaves it out
+NEGLIGIBLE = 1e-7
 
 
 class LastLayerPosterior:
@@ -60,6 +61,15 @@ class LastLayerPosterior:
         self.ftf += f.T @ f
         self.n_components += f.shape[0]
         self._eig = self._cov = None
+
+    @property
+    def mean_square(self) -> float:
+        """Mean squared feature norm of the training components."""
+        return float(torch.trace(self.ftf)) / max(self.n_components, 1)
+
+    def negligible(self, f: Tensor) -> Tensor:
+        """(...) bool: components of ``f`` (..., P) that a symmetry forbids (see :data:`NEGLIGIBLE`)."""
+        return (f.to(torch.float64) ** 2).sum(-1) <= NEGLIGIBLE * self.mean_square
 
     @property
     def mean_eigenvalue(self) -> float:
@@ -95,14 +105,17 @@ class LastLayerPosterior:
         return self._cov
 
     def variance(self, f: Tensor) -> Tensor:
-        """``f^T Sigma f`` for features ``f`` (..., P): (...) float64 on ``f``'s device."""
+        """``f^T Sigma f`` for features ``f`` (..., P): (...) float64 on ``f``'s device; exactly 0
+        for a component a symmetry forbids (:meth:`negligible`)."""
         f = f.to(torch.float64)
         cov = self.covariance().to(f.device)
-        return ((f @ cov) * f).sum(-1).clamp(min=0.0)
+        var = ((f @ cov) * f).sum(-1).clamp(min=0.0)
+        return var.masked_fill(self.negligible(f), 0.0)
 
     def component_covariance(self, jac: Tensor) -> Tensor:
         """Covariance of the components of each row: ``J Sigma J^T`` for ``jac`` (n, C, P): (n, C, C)."""
         jac = jac.to(torch.float64)
+        jac = jac.masked_fill(self.negligible(jac).unsqueeze(-1), 0.0)
         return jac @ self.covariance().to(jac.device) @ jac.transpose(-1, -2)
 
     def calibrator(self, grid=DEFAULT_GRID) -> "Calibrator":
@@ -141,7 +154,6 @@ class Calibrator:
         self.lambdas = torch.as_tensor(self.relative * posterior.mean_eigenvalue, dtype=torch.float64)
         self._u = u
         self._inv = 1.0 / (s.unsqueeze(1) + self.lambdas.unsqueeze(0))  # (P, L)
-        self._tiny = NEGLIGIBLE * float(torch.trace(posterior.ftf)) / posterior.n_components
         self._ratio: list[Tensor] = []
         self._logv: list[Tensor] = []
         self.n_negligible = 0
@@ -150,7 +162,7 @@ class Calibrator:
         """Validation features ``f`` (m, P) and residuals ``err`` = prediction - label (m,)."""
         f = f.detach().to("cpu", torch.float64).reshape(-1, self.posterior.n_features)
         err = err.detach().to("cpu", torch.float64).reshape(-1)
-        keep = (f * f).sum(-1) > self._tiny
+        keep = ~self.posterior.negligible(f)
         self.n_negligible += int((~keep).sum())
         q = (f[keep] @ self._u) ** 2
         v = q @ self._inv  # (m, L)
