@@ -87,8 +87,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"etgnn: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("etgnn: interrupted", file=sys.stderr)
+        print(f"etgnn: interrupted{_after_interrupt(args, sys.argv[1:] if argv is None else argv)}", file=sys.stderr)
         return 130
+
+
+def _after_interrupt(args: argparse.Namespace, argv: list[str]) -> str:
+    """What a subcommand adds to ``etgnn: interrupted`` (``train``: the command that resumes)."""
+    hint = getattr(args, "on_interrupt", None)
+    try:
+        return f"; {hint(args, list(argv))}" if hint else ""
+    except Exception:  # noqa: BLE001 - a hint must never hide the interruption
+        return ""
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -71,7 +71,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in run_dir from last.ckpt")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bars (same as training.progress=false; bars appear on a terminal only)")
-    p.set_defaults(func=_train)
+    p.set_defaults(func=_train, on_interrupt=_resume_command)
 
     p = subparsers.add_parser("evaluate", help="metrics of a checkpoint on labelled data",
                               description=_EVALUATE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -141,6 +141,20 @@ def _train(args) -> int:
     if result.metrics:
         print(format_table(result.metrics))
     return 0
+
+
+def _resume_command(args, argv: list[str]) -> str:
+    """After Ctrl-C in ``etgnn train``: the exact command that continues the run (the one typed,
+    with ``--resume``), or, before the first epoch was saved, the one that starts it again."""
+    import shlex
+
+    from ..config import load_config
+
+    last = Path(load_config(args.config, list(args.overrides)).run_dir) / "last.ckpt"
+    if not last.is_file():
+        return f"no epoch completed, nothing to resume; start again with: {shlex.join(['etgnn', *argv])}"
+    again = ["etgnn", *argv] + ([] if args.resume else ["--resume"])
+    return f"the last completed epoch is in {last}; resume with: {shlex.join(again)}"
 
 
 def _drop_threshold(value, config, checkpoint: str) -> float | None:
