@@ -125,13 +125,94 @@ def _bad(kind: str) -> Atoms:
     ("unknown element", r"atom 1 has unknown atomic number 0 \(expected 1-118\)"),
     ("zero cell vector", r"periodic along 'c' but that cell vector is zero"),
     ("zero volume", r"periodic cell has zero volume"),
-    ("periodic images overlap", r"atoms 0 and 0 overlap"),
+    ("periodic images overlap", r"cell height along 'a' is 0.05 Angstrom < 0.1: every atom overlaps its own "
+                                r"periodic image"),
 ])
 def test_bad_structures_raise(kind, match):
     with pytest.raises(DataError, match=match):
         build_graph(_bad(kind), CUTOFF, TRIPLET_CUTOFF, where="test.xyz frame 3")
     with pytest.raises(DataError, match="^test.xyz frame 3: "):
         build_graph(_bad(kind), CUTOFF, TRIPLET_CUTOFF, where="test.xyz frame 3")
+
+
+#: cells that crashed the process (SIGFPE in the neighbour list) or hung it, and their messages
+BAD_CELLS = {
+    "nan": ([[np.nan, 0, 0], [0, 3, 0], [0, 0, 3]], r"the cell has non-finite entries \(cell=\[\[nan, 0.0, 0.0\], "),
+    "inf": ([[3, 0, 0], [0, np.inf, 0], [0, 0, 3]], r"the cell has non-finite entries \(cell=\[\[3.0, 0.0, 0.0\], "
+                                                     r"\[0.0, inf, 0.0\]"),
+    "flat": ([[3, 0, 0], [3, 1e-7, 0], [0, 0, 3]], r"cell height along 'a' is 1e-07 Angstrom < 0.1: every atom "
+                                                    r"overlaps its own periodic image"),
+    "elongated": ([[1e12, 0, 0], [0, 3, 0], [0, 0, 3]], r"cell vector 'a' is 1e\+12 Angstrom long, more than 1e\+04 "
+                                                        r"times the cutoff \(5.0 Angstrom\): not a sensible cell"),
+    "dependent (2D)": ([[3, 0, 0], [6, 0, 0], [0, 0, 0]], r"periodic cell has zero volume: its periodic vectors a, b "
+                                                          r"are linearly dependent"),
+}
+_RUN_BAD_CELLS = """
+import json, sys
+import numpy as np
+from ase import Atoms
+from etgnn.data.graph import build_graph
+from etgnn.errors import DataError
+for cell, pbc in json.loads(sys.argv[1]):
+    atoms = Atoms("NaCl", positions=[[0, 0, 0], [1.4, 1.4, 1.4]], cell=cell, pbc=pbc)
+    try:
+        build_graph(atoms, 5.0, 3.5, where="bad.xyz structure 2")
+        print("accepted")
+    except DataError as exc:
+        print(exc)
+"""
+
+
+def test_bad_cells_are_refused_before_the_neighbour_list():
+    """In a subprocess: before the check, the first three died with SIGFPE (no message) and the
+    flat cell hung the neighbour list."""
+    import json
+    import re
+    import subprocess
+    import sys
+
+    cases = [(cell, [True, True, not name.endswith("(2D)")]) for name, (cell, _) in BAD_CELLS.items()]
+    run = subprocess.run([sys.executable, "-c", _RUN_BAD_CELLS, json.dumps(cases)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, f"exit {run.returncode}, stderr {run.stderr[-500:]}"
+    lines = run.stdout.splitlines()
+    assert len(lines) == len(BAD_CELLS)
+    for (name, (_, match)), line in zip(BAD_CELLS.items(), lines):
+        assert re.match("^bad.xyz structure 2: " + match, line), f"{name}: {line}"
+
+
+_RUN_GRAPH = """
+import json, sys
+import numpy as np
+from ase import Atoms
+from etgnn.data import keys as K
+from etgnn.data.graph import build_graph
+spec = json.loads(sys.argv[1])
+g = build_graph(Atoms(spec["symbols"], positions=spec["positions"], cell=spec["cell"], pbc=spec["pbc"]), 5.0, 3.5)
+shifts = np.linalg.lstsq(g[K.CELL].T, g[K.EDGE_SHIFT].T, rcond=None)[0].T if g[K.PBC].any() else 0 * g[K.EDGE_SHIFT]
+print(json.dumps(sorted(zip(*g[K.EDGE_INDEX].tolist(), *np.round(shifts).astype(int).T.tolist()))))
+"""
+
+
+@pytest.mark.parametrize(("name", "atoms"), [
+    ("2000 x 2000 x 3 Angstrom slab", Atoms("Cu", cell=[2000, 2000, 3], pbc=True)),
+    ("flat molecule 2000 Angstrom wide", Atoms("H4", positions=[[0, 0, 0], [0.7, 0, 0], [2000, 0, 0], [0, 2000, 0]])),
+])
+def test_geometries_vesins_cell_list_cannot_take_give_ases_edges(name, atoms):
+    """vesin 0.6 divides by zero (SIGFPE) on these; the graph then comes from ASE's neighbour list
+    (built in a subprocess, so that a crash fails this test only)."""
+    import json
+    import subprocess
+    import sys
+
+    spec = {"symbols": atoms.get_chemical_symbols(), "positions": atoms.positions.tolist(),
+            "cell": atoms.cell[:].tolist(), "pbc": atoms.pbc.tolist()}
+    run = subprocess.run([sys.executable, "-c", _RUN_GRAPH, json.dumps(spec)], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, f"{name}: exit {run.returncode}, stderr {run.stderr[-500:]}"
+    ours = [tuple(e) for e in json.loads(run.stdout)]
+    ai, aj, a_shift = neighbor_list("ijS", atoms, CUTOFF)
+    assert ours == sorted(zip(ai.tolist(), aj.tolist(), *a_shift.T.tolist())) and len(ours) == 2, name
 
 
 def test_bad_cutoffs_and_empty_structure_raise():

@@ -1,8 +1,9 @@
 """Periodic neighbour graphs with triplets, built once per structure (numpy, vectorised).
 
-Edges come from vesin (a maintained neighbour-list library); every neighbour inside ``cutoff``
-is kept unless ``max_neighbors`` is given.  See :mod:`etgnn.data.keys` for the edge direction and
-triplet conventions.
+Every cell is validated first (:func:`check_cell`).  Edges come from vesin (a maintained
+neighbour-list library), or from ASE's for the rare geometry vesin's cell list cannot take; every
+neighbour inside ``cutoff`` is kept unless ``max_neighbors`` is given.  See :mod:`etgnn.data.keys`
+for the edge direction and triplet conventions.
 """
 
 from __future__ import annotations
@@ -13,26 +14,72 @@ from ase import Atoms
 from ..errors import DataError
 from . import keys as K
 
-__all__ = ["build_graph", "effective_pbc", "MIN_DISTANCE"]
+__all__ = ["build_graph", "check_cell", "cell_heights", "effective_pbc", "MIN_DISTANCE", "MAX_CELL_CUTOFFS"]
 
 #: Interatomic distances below this (Angstrom) are rejected as overlapping atoms.
 MIN_DISTANCE = 0.1
+#: A periodic cell vector longer than this many cutoffs is refused by :func:`check_cell`.
+MAX_CELL_CUTOFFS = 1e4
+#: Above this many cutoff-sized bins (an estimate from the cell heights and the atoms' extent) the
+#: neighbour list is ASE's instead of vesin's: vesin 0.6 caps its cell list at 1e5 bins by shrinking
+#: every direction alike and divides by zero (SIGFPE) when a thin direction drops to 0 bins (a
+#: 2000 x 2000 x 3 Angstrom slab, a flat molecule 2000 Angstrom wide).
+_MAX_VESIN_BINS = 1e4
 
 
 def effective_pbc(atoms: Atoms, where: str = "structure") -> np.ndarray:
-    """Periodic flags that are meaningful for ``atoms``.
+    """Periodic flags that are meaningful for ``atoms`` (:func:`check_cell` without a cutoff)."""
+    return check_cell(atoms, None, where)
 
-    An all-zero cell means a molecule, whatever the pbc flags say (a common extxyz quirk).  A
-    periodic direction whose cell vector is zero, or a singular periodic cell, is an error.
+
+def cell_heights(periodic_vectors: np.ndarray) -> np.ndarray:
+    """Distance between the opposite faces of a (possibly 1- or 2-periodic) cell, per periodic vector.
+
+    Args:
+        periodic_vectors: (m, 3) float, the m <= 3 periodic cell vectors (rows), Angstrom.
+
+    Returns:
+        (m,) float, Angstrom: the height of each vector over the span of the others (its length
+        for m = 1, the parallelogram's heights for m = 2); 0 where the vectors are dependent.
+    """
+    p = np.asarray(periodic_vectors, dtype=float)
+    lengths = np.linalg.norm(p, axis=1)
+    if len(p) == 1:
+        return lengths
+    # the faces: the cross products of the other vectors (m = 3), or the other vector itself (m = 2)
+    faces = np.cross(p[[1, 2, 0]], p[[2, 0, 1]]) if len(p) == 3 else p[::-1]
+    size = abs(np.linalg.det(p)) if len(p) == 3 else np.linalg.norm(np.cross(p[0], p[1]))  # volume / area
+    if size <= 1e-12 * np.prod(lengths):
+        return np.zeros(len(p))
+    return size / np.linalg.norm(faces, axis=1)
+
+
+def check_cell(atoms: Atoms, cutoff: float | None = None, where: str = "structure") -> np.ndarray:
+    """Validate the cell of ``atoms`` before a neighbour list; returns its meaningful periodic flags.
+
+    The one check every structure passes through (:func:`build_graph`, hence training data,
+    ``predict``, the ASE calculator, spectra and phonon commands).  An all-zero cell means a
+    molecule, whatever the pbc flags say (a common extxyz quirk).  Refused, naming ``where``:
+
+    - a cell with a non-finite entry;
+    - a periodic direction whose cell vector is zero, or periodic vectors that are linearly
+      dependent (zero volume / area);
+    - a periodic direction thinner than :data:`MIN_DISTANCE` (every atom would overlap its own
+      periodic image);
+    - with ``cutoff``: a periodic vector longer than :data:`MAX_CELL_CUTOFFS` cutoffs (a unit
+      error or a placeholder length; no vacuum gap needs it).
 
     Returns:
         (3,) bool.
 
     Raises:
-        DataError: naming ``where`` when the cell cannot be periodic as flagged.
+        DataError: naming ``where``, the cell and what to do.
     """
     cell = np.asarray(atoms.cell[:], dtype=float)
     pbc = np.asarray(atoms.pbc, dtype=bool).copy()
+    if not np.isfinite(cell).all():
+        raise DataError(f"{where}: the cell has non-finite entries (cell={cell.tolist()}); give a finite cell, "
+                        "or none for a molecule")
     if not np.any(cell):
         return np.zeros(3, dtype=bool)
     lengths = np.linalg.norm(cell, axis=1)
@@ -43,9 +90,34 @@ def effective_pbc(atoms: Atoms, where: str = "structure") -> np.ndarray:
             f"{where}: periodic along {axes!r} but that cell vector is zero; "
             "give a full cell or set pbc False along it"
         )
-    if pbc.all() and abs(np.linalg.det(cell)) < 1e-8:
-        raise DataError(f"{where}: periodic cell has zero volume (cell={cell.tolist()})")
+    if not pbc.any():
+        return pbc
+    axes = np.flatnonzero(pbc)
+    heights = cell_heights(cell[axes])
+    if not heights.any():
+        raise DataError(f"{where}: periodic cell has zero volume: its periodic vectors "
+                        f"{', '.join('abc'[k] for k in axes)} are linearly dependent (cell={cell.tolist()})")
+    thin = heights < MIN_DISTANCE
+    if thin.any():
+        k = int(np.flatnonzero(thin)[0])
+        raise DataError(f"{where}: cell height along {'abc'[axes[k]]!r} is {heights[k]:.3g} Angstrom < {MIN_DISTANCE}: "
+                        f"every atom overlaps its own periodic image (cell={cell.tolist()})")
+    if cutoff is not None:
+        long = lengths[axes] > MAX_CELL_CUTOFFS * cutoff
+        if long.any():
+            k = int(axes[np.flatnonzero(long)[0]])
+            raise DataError(f"{where}: cell vector {'abc'[k]!r} is {lengths[k]:.3g} Angstrom long, more than "
+                            f"{MAX_CELL_CUTOFFS:.0e} times the cutoff ({cutoff} Angstrom): not a sensible cell "
+                            "(a unit error?); set pbc False along it for an isolated direction")
     return pbc
+
+
+def _bins(pos: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float) -> float:
+    """Upper estimate of the number of cutoff-sized bins of a cell list over this structure."""
+    extent = np.full(3, float(np.ptp(pos, axis=0).max()) if len(pos) else 0.0)  # open directions
+    if pbc.any():
+        extent[pbc] = cell_heights(cell[pbc])
+    return float(np.prod(np.maximum(1.0, np.floor(extent / cutoff))))
 
 
 def _triplets(center: np.ndarray, dist: np.ndarray, triplet_cutoff: float) -> tuple[np.ndarray, np.ndarray]:
@@ -91,7 +163,8 @@ def build_graph(
         no batch axis; ``_cell`` is (3, 3)).  Edges are sorted by centre atom.
 
     Raises:
-        DataError: non-finite positions, unknown elements, overlapping atoms or a bad cell.
+        DataError: non-finite positions, unknown elements, overlapping atoms or a bad cell
+            (:func:`check_cell`).
     """
     if not 0 < triplet_cutoff <= cutoff:
         raise DataError(f"triplet_cutoff={triplet_cutoff} must be in (0, cutoff={cutoff}]")
@@ -105,13 +178,18 @@ def build_graph(
     if numbers.min() < 1 or numbers.max() > 118:
         bad = int(np.flatnonzero((numbers < 1) | (numbers > 118))[0])
         raise DataError(f"{where}: atom {bad} has unknown atomic number {numbers[bad]} (expected 1-118)")
-    pbc = effective_pbc(atoms, where)
+    pbc = check_cell(atoms, cutoff, where)
     cell = np.asarray(atoms.cell[:], dtype=np.float64) if pbc.any() else np.zeros((3, 3))
 
-    from vesin import NeighborList
+    if _bins(pos, cell, pbc, cutoff) > _MAX_VESIN_BINS:
+        from ase.neighborlist import primitive_neighbor_list
 
-    nl = NeighborList(cutoff=float(cutoff), full_list=True)
-    i, j, shift_int, dist = nl.compute(pos, cell, pbc.tolist() if pbc.any() else False, "ijSd")
+        i, j, shift_int, dist = primitive_neighbor_list("ijSd", pbc, cell, pos, float(cutoff), self_interaction=False)
+    else:
+        from vesin import NeighborList
+
+        nl = NeighborList(cutoff=float(cutoff), full_list=True)
+        i, j, shift_int, dist = nl.compute(pos, cell, pbc.tolist() if pbc.any() else False, "ijSd")
     i = i.astype(np.int64)
     j = j.astype(np.int64)
     shift_int = shift_int.astype(np.float64)
