@@ -45,7 +45,7 @@ from ..errors import ConfigError, DataError
 
 __all__ = ["THZ_TO_CM1", "NAC_FACTOR", "PHONOPY_THZ", "DEFAULT_GAMMA_THZ", "mode_strengths_thz2",
            "dielectric_function", "static_limit", "directional", "refractive_index", "reflectivity",
-           "absorption_coefficient", "loss_function", "ir_absorption", "lo_frequencies"]
+           "absorption_coefficient", "loss_function", "ir_absorption", "lo_frequencies", "mode_oscillators", "spectra"]
 
 #: cm^-1 per THz (1e12 / c in cm/s)
 THZ_TO_CM1 = 33.35640951981521
@@ -207,3 +207,43 @@ def ir_absorption(freq_thz, mode_freqs_thz, intensities, fwhm_thz: float = 0.3, 
         sigma = fwhm_thz / (2 * np.sqrt(2 * np.log(2)))
         lines = np.exp(-0.5 * (x / sigma) ** 2) / (sigma * np.sqrt(2 * np.pi))
     return lines @ np.asarray(intensities, dtype=float)
+
+
+def mode_oscillators(modes, volume: float, factor: float = NAC_FACTOR, warn=None):
+    """TO frequencies (THz), ``Omega_m`` (THz^2) and IR intensities ``tr S_m`` (e^2/amu) of the
+    optical modes of :class:`~etgnn.observables.phonons.GammaModes` (no NAC), for :func:`spectra`.
+
+    Acoustic modes are left out; so are optical modes with an imaginary frequency (reported to
+    ``warn``, a callable taking a message, when given) and IR-inactive ones (zero strength).
+    """
+    freqs = np.asarray(modes.frequencies, dtype=float)
+    labels = modes.labels
+    keep = [m for m, label in enumerate(labels) if label == "IR"]
+    imaginary = [m for m in keep if freqs[m] <= 0]
+    if imaginary and warn is not None:
+        warn(f"left out of eps(omega): {len(imaginary)} IR-active mode(s) with imaginary frequency "
+             f"({', '.join(f'{freqs[m]:.3f}' for m in imaginary)} THz): the structure is not at a minimum "
+             "of the force field (relax it, or check the supercell)")
+    keep = [m for m in keep if freqs[m] > 0]
+    strengths = np.asarray(modes.strengths)[keep]
+    return freqs[keep], mode_strengths_thz2(strengths, volume, factor), np.einsum("maa->m", strengths)
+
+
+def spectra(freq_thz, eps_inf, mode_freqs_thz, strengths_thz2, intensities, directions,
+            gamma_thz=DEFAULT_GAMMA_THZ, fwhm_thz: float = 0.3, shape: str = "lorentzian") -> dict:
+    """Everything :func:`dielectric_function` gives on a grid, per polarisation direction.
+
+    Returns:
+        ``{"freq_THz", "freq_cm-1", "ir_absorption"}`` (n_freq,) arrays and, for each direction
+        label ``d`` (``directions`` maps labels to 3-vectors), ``eps_re_d``, ``eps_im_d``,
+        ``reflectivity_d``, ``alpha_cm-1_d`` (absorption coefficient) and ``loss_d``.
+    """
+    nu = np.asarray(freq_thz, dtype=float)
+    eps = dielectric_function(nu, eps_inf, mode_freqs_thz, strengths_thz2, gamma_thz)
+    out = {"freq_THz": nu, "freq_cm-1": nu * THZ_TO_CM1,
+           "ir_absorption": ir_absorption(nu, mode_freqs_thz, intensities, fwhm_thz, shape)}
+    for label, direction in directions.items():
+        e = directional(eps, direction)
+        out.update({f"eps_re_{label}": e.real, f"eps_im_{label}": e.imag, f"reflectivity_{label}": reflectivity(e),
+                    f"alpha_cm-1_{label}": absorption_coefficient(nu, e), f"loss_{label}": loss_function(e)})
+    return out

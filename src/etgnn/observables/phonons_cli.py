@@ -210,7 +210,8 @@ def _phonons(args) -> int:
     stem = prim.get_chemical_formula(mode="metal") if stem.startswith("phonopy") else stem
     write_spectra(args, modes, params, prim.get_volume(), f"{stem}: TO modes, eps_inf and Born charges from "
                   f"{Path(args.born_file or args.checkpoint).name}",
-                  (Path(args.reference_born).name, ref_modes, reference) if reference else None)
+                  (Path(args.reference_born).name, ref_modes, reference) if reference else None,
+                  label=Path(args.born_file or args.checkpoint).name)
     if args.band_plot:
         name = Path(args.born_file or args.checkpoint).name
         curves = [(name, bands)] + ([(Path(args.reference_born).name, ref_bands)] if reference else [])
