@@ -13,7 +13,8 @@ projected out) through ``HarmonicCalculator``. Dipoles and APTs: the model CHECK
 
     python benchmarks/spectra_molecule.py runs/quickstart/best.ckpt
 
-Writes benchmarks/results/spectra_molecule.{json,md} and docs/img/spectra_h2o_ir.png.
+Writes benchmarks/results/spectra_molecule.{json,md} and docs/img/spectra_h2o_ir.png; with
+``--out DIR`` all three go to DIR instead (tracked files stay untouched).
 """
 
 from __future__ import annotations
@@ -87,10 +88,13 @@ def band_areas(csv, centres, half_width=60.0):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("checkpoint", type=Path)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="folder for every output, plot included (default: benchmarks/results, plot in docs/img)")
     ap.add_argument("--steps", type=int, default=16000)
     ap.add_argument("--timestep", type=float, default=0.25, help="fs")
     args = ap.parse_args(argv)
+    figure = ROOT / "docs" / "img" / "spectra_h2o_ir.png" if args.out is None else args.out / "spectra_h2o_ir.png"
+    args.out = ROOT / "benchmarks" / "results" if args.out is None else args.out
     model = load_model(args.checkpoint)
     symbols, pos = reference_geometry("H2O")
     atoms = Atoms(symbols, positions=pos)
@@ -160,7 +164,7 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "spectra_molecule.json").write_text(json.dumps(result, indent=1))
     (args.out / "spectra_molecule.md").write_text(report(result))
-    plot(routes, cm1, ase_km, i_apt, ROOT / "docs" / "img" / "spectra_h2o_ir.png")
+    plot(routes, cm1, ase_km, i_apt, figure)
     return 0
 
 

@@ -16,7 +16,8 @@ Molecule (``--checkpoint``, a quick-start model with ``apt`` and ``dipole`` targ
 
     python benchmarks/spectra_validation.py [--data ../shared/data/phonopy_born] [--quick]
 
-Writes benchmarks/results/spectra_validation.{json,md} and docs/img/spectra_crystals_ir.png.
+Writes benchmarks/results/spectra_validation.{json,md} and docs/img/spectra_crystals_ir.png; with
+``--out DIR`` all three go to DIR instead (tracked files stay untouched).
 """
 
 from __future__ import annotations
@@ -219,9 +220,12 @@ def plot(spectra, path):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "phonopy_born")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="folder for every output, plot included (default: benchmarks/results, plot in docs/img)")
     ap.add_argument("--quick", action="store_true", help="NaCl only, 4 ps")
     args = ap.parse_args(argv)
+    figure = ROOT / "docs" / "img" / "spectra_crystals_ir.png" if args.out is None else args.out / "spectra_crystals_ir.png"
+    args.out = ROOT / "benchmarks" / "results" if args.out is None else args.out
     if not (args.data / "NaCl.FORCE_SETS").is_file():
         print(f"phonopy data not found in {args.data}", file=sys.stderr)
         return 1
@@ -246,7 +250,7 @@ def main(argv=None) -> int:
     suffix = "_quick" if args.quick else ""
     (args.out / f"spectra_validation{suffix}.json").write_text(json.dumps(results, indent=1))
     if not args.quick:
-        plot(spectra, ROOT / "docs" / "img" / "spectra_crystals_ir.png")
+        plot(spectra, figure)
     (args.out / f"spectra_validation{suffix}.md").write_text(report(results))
     return 0
 
