@@ -1,10 +1,13 @@
-"""Training, evaluation and prediction.
+"""Training: the loop, learning-rate schedule, EMA, checkpoints and DDP.
 
 Public API::
 
     result = train(config, resume=False, callback=None)       # -> TrainResult
     metrics, predictions, references = evaluate(model, dataset)
     predict_file(model, "traj.extxyz", "pred.extxyz")
+
+``evaluate`` and ``predict_file`` live in :mod:`etgnn.evaluate` (beside :mod:`etgnn.predict`), the
+losses and metrics in :mod:`etgnn.targets`; they are named here too, as in etgnn 0.1.
 """
 
 from ..evaluate import evaluate, predict_file
