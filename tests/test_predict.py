@@ -209,3 +209,28 @@ def test_progress_bar_only_on_a_terminal(model, capsys):
         warnings.simplefilter("error")
         model.predict(_frames(4), batch_size=2, progress=True)
     assert capsys.readouterr().err == ""  # pytest's stderr is not a terminal
+
+
+def test_predict_takes_a_path_through_the_training_reader(model, tmp_path):
+    """``model.predict("file.extxyz")`` (str or Path, or ``etgnn:`` for a shipped file) reads the file
+    as training does and names it in messages; anything else says what is expected."""
+    frames = _frames(5)
+    ase.io.write(tmp_path / "in.extxyz", frames, format="extxyz")
+    expected = model.predict(read_structures(tmp_path / "in.extxyz"), batch_size=2)  # same batches, same digits
+    for path in (str(tmp_path / "in.extxyz"), tmp_path / "in.extxyz"):
+        got = model.predict(path, batch_size=2)
+        assert len(got) == 5
+        for a, b in zip(got, expected, strict=True):
+            for name in TARGETS:
+                np.testing.assert_array_equal(a[name], b[name])
+    shipped = model.predict("etgnn:examples_data/molecules.extxyz")
+    assert len(shipped) == len(read_structures(etgnn.data.dataset.resolve_data_path("etgnn:examples_data/molecules.extxyz")))
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'none.extxyz'}: no such file or folder$"):
+        model.predict(tmp_path / "none.extxyz")
+    frames[3].positions[1] = frames[3].positions[0]
+    ase.io.write(tmp_path / "bad.extxyz", frames, format="extxyz")
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'bad.extxyz'} structure 3: atoms 0 and 1 overlap"):
+        model.predict(str(tmp_path / "bad.extxyz"))
+    with pytest.raises(DataError, match=r"^structure 1: expected an ase\.Atoms, got dict; predict takes an ase\.Atoms, "
+                                        r"an iterable of them or the path of a structure file"):
+        model.predict([frames[0], {"positions": [[0, 0, 0]]}])

@@ -171,13 +171,14 @@ class ETGNN(nn.Module):
         m = self.config.model
         return build_graph(atoms, m.cutoff, m.triplet_cutoff, m.max_neighbors, where=where)
 
-    def predict(self, structures: Atoms | Iterable[Atoms], batch_size: int = 32,
+    def predict(self, structures: Atoms | Iterable[Atoms] | str | os.PathLike, batch_size: int = 32,
                 progress: bool = False, uncertainty: bool = False) -> list[dict[str, np.ndarray]]:
         """Predict every target for one or many structures (see :class:`etgnn.predict.Predictor`).
 
         Args:
-            structures: an ``ase.Atoms`` or an iterable of them (a long trajectory is streamed in
-                batches, the next batch's graphs built in a background thread).
+            structures: an ``ase.Atoms``, an iterable of them (a long trajectory is streamed in
+                batches, the next batch's graphs built in a background thread), or the path of a
+                structure file, read as training reads it (``etgnn:<path>`` for a shipped file).
             batch_size: structures per forward pass.
             progress: show a progress bar (only when stderr is a terminal).
             uncertainty: also return ``<target>_std``, one standard deviation per component with

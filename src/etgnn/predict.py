@@ -62,6 +62,14 @@ def _where(source: str | None, index: int) -> str:
     return f"{source} structure {index}" if source else f"structure {index}"
 
 
+def _atoms(item, where: str) -> Atoms:
+    """``item`` if it is an ``ase.Atoms``; else a :class:`DataError` saying what is expected."""
+    if not isinstance(item, Atoms):
+        raise DataError(f"{where}: expected an ase.Atoms, got {type(item).__name__}; predict takes an ase.Atoms, "
+                        "an iterable of them or the path of a structure file")
+    return item
+
+
 class Predictor:
     """Run a model over structures in chunks, building the next chunk's graphs in the background.
 
@@ -89,15 +97,34 @@ class Predictor:
         self.uncertainty = uncertainty
 
     # ------------------------------------------------------------------ in memory
-    def predict(self, structures: Atoms | Iterable[Atoms], *, source: str | None = None) -> list[dict]:
+    def predict(self, structures: Atoms | Iterable[Atoms] | str | os.PathLike, *,
+                source: str | None = None) -> list[dict]:
         """Predictions for every structure, in input order.
+
+        Args:
+            structures: an ``ase.Atoms``, an iterable of them, or the path of a structure file
+                (``str`` or ``PathLike``; ``etgnn:<path>`` for a file shipped with etgnn), streamed
+                by :func:`etgnn.data.readers.iter_structures`, the reader training uses, in its
+                default format detection; messages then name the file.
+            source: names the input in messages (default: the path, if one is given).
 
         Returns:
             one ``{target: array}`` per structure: per-atom targets (n_atoms, 3, ...), per-structure
             targets (3, ...), float64, units of the training data.
+
+        Raises:
+            DataError: a missing or unreadable file, an item that is not an ``ase.Atoms``, or a
+                structure the model cannot take (naming the file and structure index).
         """
         if isinstance(structures, Atoms):
             structures = [structures]
+        elif isinstance(structures, (str, os.PathLike)):
+            from .data.dataset import resolve_data_path
+            from .data.readers import iter_structures
+
+            path = resolve_data_path(structures)
+            source = source or str(path)
+            structures = iter_structures(path)
         return [pred for _, pred in self.iter_predict(structures, source=source)]
 
     def iter_predict(self, structures: Iterable[Atoms], *, source: str | None = None) -> Iterator[tuple[Atoms, dict]]:
@@ -140,7 +167,8 @@ class Predictor:
             chunk = next(pending, None)
             if chunk is None:
                 return None
-            return chunk, [model.graph(a, where=_where(source, offset + k)) for k, a in enumerate(chunk)], offset
+            return chunk, [model.graph(_atoms(a, _where(source, offset + k)), where=_where(source, offset + k))
+                           for k, a in enumerate(chunk)], offset
 
         if not background:
             offset = 0
