@@ -5,6 +5,7 @@ listed for the atoms flagged in ``atom_selector`` only)."""
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from ase.build import bulk
 from ase.io import write
 from pymatgen.io.ase import AseAtomsAdaptor
 
-from etgnn.config import load_config
+from etgnn.config import config_to_dict, load_config
 from etgnn.data.dataset import load_structures_dataset
 from etgnn.data.labels import LabelSpec, extract_label
 from etgnn.data.readers import read_structures
@@ -121,6 +122,34 @@ def test_mixed_file_and_missing_structure_labels(tmp_path):
     typo = {"bec": {"key": "bces", "level": "atom", "rank": 2}, "eps": targets["eps"]}
     with pytest.raises(DataError, match="field 'bces' not found.*did you mean 'becs'"):
         load_structures_dataset(tmp_path / "mixed.xyz", _config(tmp_path, tmp_path / "mixed.xyz", typo))
+
+
+def test_structures_without_a_targets_field_are_reported_once_per_file_and_target(tmp_path):
+    """A field some structures lack (a typo in a few frames, or a partial data set) is said once per
+    file and target, with the count and the first indices, also when the graphs come from the cache."""
+    frames = _crystals(9)
+    rng = np.random.default_rng(1)
+    for k, a in enumerate(frames):
+        a.info["eps"] = (np.eye(3) * (2 + k)).ravel()
+        a.arrays["becs" if k not in (1, 2, 4, 5, 6, 8) else "bces"] = rng.normal(size=(len(a), 9))
+    write(tmp_path / "part.xyz", frames)
+    targets = {"bec": {"key": "becs", "level": "atom", "rank": 2}, "eps": {"key": "eps", "level": "structure", "rank": 2}}
+    config = _config(tmp_path, tmp_path / "part.xyz", targets)
+    expected = (f"{tmp_path / 'part.xyz'}: 6 of 9 structures have no label for target 'bec' (field 'becs'): "
+                "structures 1, 2, 4, 5, 6 and 1 more; they do not count in its loss and metrics")
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        load_structures_dataset(tmp_path / "part.xyz", config)
+    messages = [str(w.message) for w in rec]
+    assert messages == [expected + "; structure 1: field 'becs' not found; available: bces, eps; did you mean 'bces'?"]
+    cached = load_config({**config_to_dict(config), "data": {**config_to_dict(config)["data"],
+                                                             "cache_dir": str(tmp_path / "cache")}})
+    for _ in range(2):  # built, then read from the cache
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            load_structures_dataset(tmp_path / "part.xyz", cached)
+        assert [str(w.message) for w in rec][0].startswith(expected)
+    assert list((tmp_path / "cache").glob("*.sqlite"))
 
 
 def test_loss_ignores_unlabelled_rows():

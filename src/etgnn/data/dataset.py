@@ -183,7 +183,7 @@ def load_structures_dataset(path, config: Config, *, progress: bool = True, form
         structures = structures[: config.data.max_structures]
     if not structures:
         raise DataError(f"{path} contains no structures")
-    labels = _extract_labels(structures, config.targets, str(path))
+    labels, first_missing = _extract_labels(structures, config.targets, str(path))
     graphs = _build_graphs(structures, settings, str(path), config.data.num_workers, progress)
     ids = [str(a.info.get("id", f"{path.name}:{i}")) for i, a in enumerate(structures)]
     rows = list(zip(graphs, labels, ids))
@@ -191,10 +191,10 @@ def load_structures_dataset(path, config: Config, *, progress: bool = True, form
         cache = _Cache(cache_path)
         cache.write(rows)  # one transaction: a killed write leaves no complete marker
         cache.close()
-    return _finish(rows, config, path)
+    return _finish(rows, config, path, first_missing)
 
 
-def _extract_labels(structures, targets, source: str) -> list[dict[str, np.ndarray]]:
+def _extract_labels(structures, targets, source: str) -> tuple[list[dict[str, np.ndarray]], dict]:
     """Labels of every structure (:func:`etgnn.data.labels.extract_label` with each target's
     :class:`~etgnn.data.labels.LabelSpec`, as :meth:`etgnn.targets.Target.read`); a structure may
     lack some targets (stored as NaN), not all; the energy of a ``gradient_of`` target may be
@@ -202,6 +202,10 @@ def _extract_labels(structures, targets, source: str) -> list[dict[str, np.ndarr
 
     Args:
         targets: ``{name: TargetConfig}`` (or ``{name: Target}``).
+
+    Returns:
+        ``(labels, first_missing)``: one ``{target: array}`` per structure, and per target the
+        :class:`~etgnn.data.labels.MissingLabel` of the first structure without its field (or None).
 
     Raises:
         DataError: a structure with no label for any target, or a target that no structure has
@@ -227,7 +231,7 @@ def _extract_labels(structures, targets, source: str) -> list[dict[str, np.ndarr
         if (missing[name] is not None and name not in energies
                 and not any(labelled_rows(lab[name], spec.level).any() for lab in labels)):
             raise missing[name]
-    return labels
+    return labels, missing
 
 
 def _read_cache(path: Path) -> list | None:
@@ -271,9 +275,36 @@ def _build_graphs(structures, settings, source, workers, progress):
     return graphs
 
 
-def _finish(rows, config: Config, path: Path) -> GraphDataset:
-    """Report (and optionally drop) structures that violate the sum rule; wrap as a dataset."""
+#: structure indices listed in the warning about structures without a target's label
+_SHOWN_UNLABELLED = 5
+
+
+def _report_unlabelled(labels: list[dict], config: Config, path: Path, first_missing: dict | None = None) -> None:
+    """Warn once per target that some structures of ``path`` lack: how many, and the first indices.
+
+    A field name with a typo in some frames, or a data set labelled for a target in part only,
+    then does not go unnoticed.  ``first_missing`` (``{target: MissingLabel}``, when the file was
+    just read rather than taken from the cache) adds the first structure's message: the fields it
+    has and the closest one.
+    """
+    for name, t in config.targets.items():
+        spec = LabelSpec.from_target(t)
+        bare = np.flatnonzero([not labelled_rows(lab[name], spec.level).any() for lab in labels])
+        if bare.size == 0:
+            continue
+        shown = ", ".join(str(k) for k in bare[:_SHOWN_UNLABELLED])
+        more = f" and {bare.size - _SHOWN_UNLABELLED} more" if bare.size > _SHOWN_UNLABELLED else ""
+        first = (first_missing or {}).get(name)
+        detail = f"; {str(first).removeprefix(f'{path} ')}" if first is not None else ""
+        warn(f"{path}: {bare.size} of {len(labels)} structures have no label for target {name!r} (field {spec.key!r}): "
+             f"structures {shown}{more}; they do not count in its loss and metrics{detail}")
+
+
+def _finish(rows, config: Config, path: Path, first_missing: dict | None = None) -> GraphDataset:
+    """Report structures without a target's label (:func:`_report_unlabelled`), report (and
+    optionally drop) structures that violate the sum rule; wrap as a dataset."""
     graphs, labels, ids = (list(x) for x in zip(*rows)) if rows else ([], [], [])
+    _report_unlabelled(labels, config, path, first_missing)
     keep = np.ones(len(rows), dtype=bool)
     for name, t in config.targets.items():
         if not obeys_sum_rule(t):
