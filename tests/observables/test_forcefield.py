@@ -162,3 +162,30 @@ def test_nacl_default_force_field_within_goals(tmp_path):
     assert abs(to / 4.6164 - 1) < 0.06 and abs(lo / 7.3963 - 1) < 0.06, (to, lo)
     eps0 = float(_rows(tmp_path / "s.csv")[0]["eps_re_x"])
     assert abs(eps0 / 6.2516 - 1) < 0.2, eps0
+
+
+@needs_data
+def test_benchmark_script_with_dft_harmonic_forces(monkeypatch, tmp_path):
+    """benchmarks/forcefield_phonons.py end to end on NaCl with the DFT forces as the 'force field': zero error."""
+    phonopy = pytest.importorskip("phonopy")
+    import importlib.util as iu
+    import json
+
+    from etgnn.observables.born import to_ase_atoms
+
+    spec = iu.spec_from_file_location("ff_bench", Path(__file__).resolve().parents[2] / "benchmarks" / "forcefield_phonons.py")
+    bench = iu.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    ref = phonopy.load(DATA / "NaCl.phonopy_disp.yaml", force_sets_filename=DATA / "NaCl.FORCE_SETS",
+                       is_compact_fc=False, log_level=0)
+    harmonic = _Harmonic(to_ase_atoms(ref.supercell), ref.force_constants)
+    monkeypatch.setattr(FF, "load_force_field", lambda name, device="cpu": harmonic.calc)
+    out = tmp_path / "res"
+    assert bench.main(["--forcefields", "dft-harmonic", "--crystals", "NaCl", "--data", str(DATA),
+                       "--cache", str(tmp_path / "cache"), "-o", str(out)]) == 0
+    result = json.loads(out.with_suffix(".json").read_text())
+    row = result["results"][0]
+    assert row["b"]["mare_TO_LO"] < 1e-9 and row["b"]["max_eps0_error"] < 1e-9
+    assert {"command", "date", "machine"} <= set(result["meta"])
+    assert "| NaCl | dft-harmonic | dft | (b) |" in out.with_suffix(".md").read_text()
+    assert out.with_suffix(".png").stat().st_size > 10_000
