@@ -16,18 +16,22 @@ from etgnn.cli import main
 from etgnn.uncertainty import LLPR
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A tiny model trained for 2 epochs on the shared molecules (no uncertainty)."""
-    from tests.train.conftest import make_molecules, tiny_config
+#: the tiny run shared by the tests of this file (trained once, on first use)
+_TRAINED: dict = {}
 
-    tmp = tmp_path_factory.mktemp("uq")
-    data = tmp / "mols.extxyz"
-    ase.io.write(data, make_molecules(40), format="extxyz")
-    cfg = tiny_config(tmp, data, max_epochs=2)
-    (tmp / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    assert main(["train", str(tmp / "cfg.yaml"), "--no-progress"]) == 0
-    return tmp, data
+
+@pytest.fixture
+def trained(tmp_path_factory, data_file, config):
+    """``(folder, data)``: a tiny model trained for 2 epochs on the shared molecules (no uncertainty),
+    in ``folder/run``; trained once for the whole file."""
+    if "run" not in _TRAINED:
+        cfg = config(max_epochs=2)
+        tmp = tmp_path_factory.mktemp("uq")
+        cfg["run_dir"] = str(tmp / "run")
+        (tmp / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+        assert main(["train", str(tmp / "cfg.yaml"), "--no-progress"]) == 0
+        _TRAINED["run"] = (tmp, data_file)
+    return _TRAINED["run"]
 
 
 def test_calibrate_adds_uncertainty_to_an_existing_checkpoint(trained, capsys):

@@ -3,7 +3,7 @@
 :class:`LLPR` holds one :class:`etgnn.uncertainty.posterior.LastLayerPosterior` per target with
 a head of its own (``gradient_of`` targets such as conservative forces get none).  It is fitted
 by one pass over the training data (``F^T F``) and one over the validation data (``lambda`` and
-``alpha`` by maximum Gaussian likelihood), travels in the model file under ``"uncertainty"``
+``alpha``; :class:`etgnn.uncertainty.posterior.Calibrator`), travels in the model file under ``"uncertainty"``
 (:meth:`state_dict`) and gives per-component standard deviations with the prediction's shape::
 
     llpr = LLPR.fit(model, train_set, val_set)      # GraphDatasets with labels
@@ -12,7 +12,8 @@ by one pass over the training data (``F^T F``) and one over the validation data 
 
 A structure holding an element absent from the training data gets, in every row, at least the
 target's training spread per component (the normaliser's scale: RMS of the labels after the
-isotropic shift): the model knows nothing about that element beyond it.
+isotropic shift; a component the site symmetry forbids stays 0): the model knows nothing about
+that element beyond it.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ class LLPR:
     # ------------------------------------------------------------------ fitting
     @classmethod
     def fit(cls, model, train, val, *, batch_size: int | None = None, grid=DEFAULT_GRID,
-            progress: bool = False) -> "LLPR":
+            method: str = "coverage2", progress: bool = False) -> "LLPR":
         """One pass over ``train`` (F^T F), one over ``val`` (calibration).
 
         Args:
@@ -81,6 +82,7 @@ class LLPR:
                 training and validation parts); unlabelled rows are skipped.
             batch_size: structures per batch (default ``training.batch_size``).
             grid: regularisers tried, relative to the mean eigenvalue of F^T F.
+            method: calibration, one of :data:`etgnn.uncertainty.posterior.METHODS`.
             progress: progress bars (on a terminal only).
 
         Raises:
@@ -103,15 +105,15 @@ class LLPR:
         for n in names:
             if post[n].n_components == 0:
                 raise ValueError(f"target {n!r} has no labelled rows in the training data")
-        cal = {n: post[n].calibrator(grid) for n in names}
+        cal = {n: post[n].calibrator(grid, method) for n in names}
         for batch in tqdm(_loader(model, val, batch_size), desc="LLPR calibrate", unit="batch",
                           disable=None if progress else True):
             batch = to_device(batch, model.device)
             jac, out = llpr._features(model, batch, predict=True)
             for n in names:
                 rows = labelled_mask(batch[n])
-                err = (out[n] - batch[n])[rows].reshape(-1)
-                cal[n].add(jac[n][rows].reshape(-1, post[n].n_features), err)
+                err = (out[n] - batch[n])[rows]
+                cal[n].add(jac[n][rows], err.reshape(err.shape[0], -1))
         for n in names:
             cal[n].finish()
         return llpr
@@ -157,9 +159,10 @@ class LLPR:
                 components of each row instead (float64).
 
         Returns:
-            ``{target: (n_rows, 3, ..., 3)}`` float64, data units; rows of structures holding an
-            element absent from the training data are raised to at least the target's training
-            spread (and a warning names the elements).
+            ``{target: (n_rows, 3, ..., 3)}`` float64, data units; exactly 0 for a component the
+            site symmetry forbids; rows of structures holding an element absent from the training
+            data are raised to at least the target's training spread (but forbidden components
+            stay 0), and a warning names the elements.
         """
         jac = self.features(model, batch)
         unseen = self._unseen_rows(model, batch)
@@ -178,14 +181,15 @@ class LLPR:
                 cov = post.component_covariance(j)
                 if unseen is not None:
                     rows = unseen[0] if head.level == "atom" else unseen[1]
-                    floor = float(head.scale) ** 2 * torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
-                    cov[rows] = cov[rows] + floor
+                    allowed = torch.diagonal(cov[rows], dim1=-2, dim2=-1) > 0  # a forbidden component stays 0
+                    cov[rows] = cov[rows] + torch.diag_embed(allowed * float(head.scale) ** 2)
                 out[name] = cov
                 continue
             sigma = post.variance(j).sqrt()
             if unseen is not None:
                 rows = unseen[0] if head.level == "atom" else unseen[1]
-                sigma[rows] = sigma[rows].clamp(min=float(head.scale))
+                low = sigma[rows]
+                sigma[rows] = torch.where(low > 0, low.clamp(min=float(head.scale)), low)  # forbidden: stays 0
             out[name] = sigma.reshape(sigma.shape[0], *(3,) * head.rank)
         return out
 
