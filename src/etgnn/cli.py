@@ -11,7 +11,7 @@ import importlib
 import sys
 
 from . import __version__
-from .errors import EtgnnError
+from .errors import EtgnnError, FileSystemError
 
 #: subcommand modules, in the order shown by ``etgnn --help``
 SUBCOMMAND_MODULES = (
@@ -85,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
             return int(args.func(args) or 0)
     except EtgnnError as exc:
         print(f"etgnn: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a file-system error anywhere: the path and what to do, no traceback
+        print(f"etgnn: error: FileSystemError: {FileSystemError.from_os_error(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"etgnn: interrupted{_after_interrupt(args, sys.argv[1:] if argv is None else argv)}", file=sys.stderr)

@@ -110,6 +110,8 @@ def export_model(model, path) -> Path:
 
     from .model import build_model
 
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)  # before the minute of tracing: a bad path fails at once
     # one pass (the chunked loop is data-dependent Python, which torch.export cannot trace)
     cfg = model.config
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, chunk_triplets=None, checkpoint="none"))
@@ -121,8 +123,6 @@ def export_model(model, path) -> Path:
     shapes = ({0: atoms}, {0: atoms}, None, {1: edges}, {0: edges}, {0: trips}, {0: trips})
     with torch.no_grad():
         program = torch.export.export(wrapper, example_inputs(model), dynamic_shapes=shapes, strict=False)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     torch.export.save(program, path, extra_files={"etgnn.json": json.dumps(metadata(model))})
     return path
 

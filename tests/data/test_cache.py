@@ -70,3 +70,67 @@ def test_cache_info_and_clean(tmp_path, capsys):
     assert main(["cache", "clean", "--dir", str(tmp_path / "cache")]) == 0
     assert f"removed 1 graph cache file(s), {size / 1e6:.1f} MB, from {tmp_path / 'cache'}" in capsys.readouterr().out
     assert not cache_file.exists() and other.exists()
+
+
+def _odd_cache(tmp_path):
+    """A cache folder with two cache files, a folder and a broken link named like cache files."""
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    (folder / "a.sqlite").write_bytes(b"x" * 300_000)
+    (folder / "b.sqlite").write_bytes(b"y" * 200_000)
+    (folder / "odd.sqlite").mkdir()
+    (folder / "broken.sqlite").symlink_to(tmp_path / "nowhere")
+    return folder
+
+
+def test_odd_entries_in_the_cache_folder_are_left_alone(tmp_path, capsys):
+    """A folder or a broken link named *.sqlite: reported, not counted, not deleted (was a traceback)."""
+    folder = _odd_cache(tmp_path)
+    assert main(["cache", "info", "--dir", str(folder)]) == 0
+    assert capsys.readouterr().out == (
+        f"graph cache {folder}: 2 file(s), 0.5 MB (etgnn cache clean --dir {folder} empties it); "
+        "left alone, not cache files: broken.sqlite (link), odd.sqlite (folder)\n")
+    assert main(["cache", "clean", "--dir", str(folder)]) == 0
+    assert capsys.readouterr().out == f"removed 2 graph cache file(s), 0.5 MB, from {folder}\n"
+    assert sorted(p.name for p in folder.iterdir()) == ["broken.sqlite", "odd.sqlite"]
+
+
+def test_clean_goes_on_past_a_file_it_cannot_remove(tmp_path, capsys, monkeypatch):
+    """One undeletable file: every other one is still removed, then one message names the one left."""
+    import errno
+    from pathlib import Path
+
+    folder = _odd_cache(tmp_path)
+    real_unlink = Path.unlink
+
+    def unlink(self, missing_ok=False):
+        if self.name == "a.sqlite":
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    assert main(["cache", "clean", "--dir", str(folder)]) == 1
+    out, err = capsys.readouterr()
+    assert out == f"removed 1 graph cache file(s), 0.2 MB, from {folder}\n"
+    assert err == (f"etgnn: error: FileSystemError: could not remove 1 of 2 graph cache file(s) from {folder}: "
+                   f"{folder / 'a.sqlite'} (Permission denied)\n")
+    assert not (folder / "b.sqlite").exists() and (folder / "a.sqlite").exists()
+
+
+def test_cache_info_on_a_regular_file(tmp_path, capsys):
+    (tmp_path / "f").write_text("x")
+    assert main(["cache", "info", "--dir", str(tmp_path / "f")]) == 1
+    assert capsys.readouterr().err == (f"etgnn: error: FileSystemError: graph cache {tmp_path / 'f'}: "
+                                       "is a regular file, not a folder\n")
+
+
+def test_a_cache_folder_that_cannot_be_written_is_skipped_with_a_warning(tmp_path):
+    """The cache is derived data: below a regular file it is not written, the data still loads."""
+    path, cfg = _setup(tmp_path)
+    (tmp_path / "blocker").write_text("x")
+    cfg = etgnn.load_config({**etgnn.config.config_to_dict(cfg), "data": {
+        **etgnn.config.config_to_dict(cfg)["data"], "cache_dir": str(tmp_path / "blocker" / "cache")}})
+    with pytest.warns(UserWarning, match=rf"graph cache {tmp_path / 'blocker' / 'cache'}/w.xyz-\w+\.sqlite cannot be "
+                                         r"written \(NotADirectoryError: .*\); going on without it"):
+        ds = D.load_structures_dataset(path, cfg, progress=False)
+    assert len(ds) == 4

@@ -188,9 +188,13 @@ def load_structures_dataset(path, config: Config, *, progress: bool = True, form
     ids = [str(a.info.get("id", f"{path.name}:{i}")) for i, a in enumerate(structures)]
     rows = list(zip(graphs, labels, ids))
     if cache_path is not None:
-        cache = _Cache(cache_path)
-        cache.write(rows)  # one transaction: a killed write leaves no complete marker
-        cache.close()
+        try:
+            cache = _Cache(cache_path)
+            cache.write(rows)  # one transaction: a killed write leaves no complete marker
+            cache.close()
+        except (OSError, sqlite3.Error) as exc:  # derived data: go on without it
+            warn(f"graph cache {cache_path} cannot be written ({type(exc).__name__}: {exc}); going on without "
+                 "it (set data.cache_dir to a folder you can write to, or to null)")
     return _finish(rows, config, path, first_missing)
 
 
