@@ -102,3 +102,20 @@ def test_unknown_uncertainty_method_is_a_config_error(tmp_path, config):
 
     with pytest.raises(ConfigError, match="llpr"):
         load_config(config(uncertainty="ensemble-of-one"))
+
+
+def test_calibrate_on_another_validation_file_keeps_the_training_part(trained, tmp_path, make_molecules):
+    from types import SimpleNamespace
+
+    from etgnn.train.calibrate import _splits
+
+    tmp, data = trained
+    val = tmp_path / "val.extxyz"
+    ase.io.write(val, make_molecules(7, seed=5), format="extxyz")
+    model = etgnn.load_model(tmp / "run" / "best.ckpt")
+    args = dict(checkpoint="best.ckpt", train=None, val=None, no_progress=True)
+    same = _splits(model, SimpleNamespace(**args))
+    other = _splits(model, SimpleNamespace(**(args | {"val": str(val)})))
+    both = _splits(model, SimpleNamespace(**(args | {"train": str(data), "val": str(val)})))
+    assert other["train"].ids == same["train"].ids and len(same["train"]) == 24  # 60 % of 40, as in training
+    assert len(other["val"]) == 7 and len(both["val"]) == 7 and len(both["train"]) == 40

@@ -21,8 +21,9 @@ Add calibrated per-component uncertainty (last-layer prediction rigidity, LLPR) 
 model and write it as a new model file: one pass over the training data, then the scale of each
 target's uncertainty is fitted on the validation data (--calibration: by default the share of
 validation components within 2 sigma is made a Gaussian's, 0.954). By default
-the data are the checkpoint's data.train / data.val, split as in training; --train / --val
-name other files (with --train alone, that file is split by the checkpoint's data.split).
+the data are the checkpoint's data.train / data.val, split as in training; --train names another
+training file (split by the checkpoint's data.split unless --val is given too), --val another
+calibration file (the training part stays as in training).
 The new file predicts NAME_std for every target: etgnn predict --uncertainty, model.predict(...,
 uncertainty=True), calc.get_property("NAME_std"). See docs/uncertainty.md.
 """
@@ -80,22 +81,26 @@ def add_uncertainty_to_checkpoint(model, splits: dict, path, *, progress: bool =
 
 
 def _splits(model, args) -> dict:
-    from ..data.dataset import make_splits
+    """The training part as in training (or ``--train``, split alike) and the validation part (or ``--val``)."""
+    from ..data.dataset import load_structures_dataset, make_splits
     from ..errors import DataError
 
     config = model.config
     data = config.data
     if args.train is not None:
-        data = dataclasses.replace(data, train=str(args.train), val=None, test=None)
-    if args.val is not None:
-        data = dataclasses.replace(data, val=str(args.val), test=None)
+        data = dataclasses.replace(data, train=str(args.train), val=args.val and str(args.val), test=None)
     if not data.train:
         raise DataError(f"{args.checkpoint} names no training data (data.train); give --train DATA")
     progress = not args.no_progress
     try:
-        return make_splits(dataclasses.replace(config, data=data), progress=progress)
+        splits = make_splits(dataclasses.replace(config, data=data), progress=progress)
+        if args.val is not None and args.train is None:  # another calibration file, the same training part
+            splits["val"] = load_structures_dataset(args.val, config, progress=progress)
     except FileNotFoundError as exc:  # the checkpoint's data moved
         raise DataError(f"{exc}; give the training data with --train DATA (and --val DATA)") from None
+    if len(splits["val"]) == 0:
+        raise DataError("no validation structures to calibrate on; give --val DATA")
+    return splits
 
 
 def _calibrate(args) -> int:
