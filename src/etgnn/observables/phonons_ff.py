@@ -16,7 +16,7 @@ __all__ = ["add_options", "build_phonopy", "write_spectra", "plot_spectra", "SPE
 
 SPECTRA_HELP = """\
 Force constants from a force field instead of DFT files (pip install 'etgnn[forcefield]'):
-  --structure X.cif --forcefield NAME   NAME: sevennet-mf-0 (default), sevennet-0, sevennet-l3i5,
+  --structure X.cif --forcefield NAME   NAME: sevennet-l3i5 (default), sevennet-mf-0, sevennet-0,
                                         sevennet-mf-0-r2scan, chgnet-0.3.0, chgnet-0.2.0, or an
                                         etgnn checkpoint with a forces target
   optional relaxation keeping the space group (--relax, --relax-cell, --fmax), phonopy
