@@ -279,3 +279,37 @@ def test_exported_born_gives_the_models_phonons(model_file, emt_phonopy_files, t
 
     np.testing.assert_allclose(freqs(a), freqs(b), rtol=1e-10)
     assert len(freqs(a)) == 6 and freqs(a).max() > 1.0
+
+
+@pytest.mark.parametrize(("name", "what"), [
+    ("molecule", "a molecule (no cell)"),
+    ("slab", "periodic along a, b only"),
+])
+def test_export_born_needs_a_crystal(name, what, model_file, tmp_path, capsys):
+    """A molecule or a slab: one message naming the file (was an spglib traceback)."""
+    from ase.build import fcc111, molecule
+
+    atoms = molecule("H2O") if name == "molecule" else fcc111("Al", (1, 1, 2), vacuum=5.0)
+    path, out = tmp_path / f"{name}.extxyz", tmp_path / "BORN"
+    atoms.write(path)
+    assert main(["export-born", str(model_file), str(path), "-o", str(out)]) == 1
+    assert capsys.readouterr().err == (f"etgnn: error: DataError: {path}: a BORN file is for a crystal (a cell "
+                                       f"periodic along a, b and c); this is {what}\n")
+    assert not out.exists()
+
+
+def test_export_born_primitive_matrix_that_does_not_fit(model_file, tmp_path, capsys):
+    """--primitive-matrix F on a cell that is already primitive: the numbers and what to do (was a
+    phonopy 'Cell trimming failed' traceback)."""
+    poscar, out = tmp_path / "POSCAR", tmp_path / "BORN"
+    bulk("NaCl", "rocksalt", a=5.64).write(poscar, format="vasp")
+    assert main(["export-born", str(model_file), str(poscar), "-o", str(out), "--primitive-matrix", "F"]) == 1
+    assert capsys.readouterr().err == (
+        f"etgnn: error: DataError: {poscar}: primitive matrix F does not fit this cell of 2 atoms (NaCl): it keeps "
+        "0.25 of its volume, room for 0.5 atoms; the cell is already primitive (spglib finds 2 atoms): leave out "
+        "--primitive-matrix (or give auto)\n")
+    assert not out.exists()
+    numbers = "0 0.5 0.5 0.5 0 0.5 0.5 0.5 0".split()
+    assert main(["export-born", str(model_file), str(poscar), "-o", str(out), "--primitive-matrix", *numbers]) == 1
+    assert "primitive matrix [[0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]] does not fit" in capsys.readouterr().err
+    assert main(["export-born", str(model_file), str(poscar), "-o", str(out), "--primitive-matrix", "auto"]) == 0

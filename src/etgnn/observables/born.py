@@ -27,6 +27,7 @@ from ..errors import ConfigError, DataError
 
 __all__ = [
     "require_phonopy",
+    "require_crystal",
     "to_phonopy_atoms",
     "to_ase_atoms",
     "select_born_targets",
@@ -46,6 +47,49 @@ def require_phonopy():
     except ModuleNotFoundError as exc:
         raise ConfigError(_INSTALL_HINT) from exc
     return phonopy
+
+
+def require_crystal(atoms: ase.Atoms, where: str = "the structure") -> None:
+    """Refuse anything but a crystal (a valid cell periodic along a, b and c) before spglib sees it.
+
+    Raises:
+        DataError: naming ``where``: a bad cell (:func:`etgnn.data.graph.check_cell`), a molecule
+            or a slab / wire.
+    """
+    from ..data.graph import check_cell
+
+    pbc = check_cell(atoms, None, where)
+    if not pbc.all():
+        what = ("a molecule (no cell)" if not pbc.any()
+                else f"periodic along {', '.join('abc'[k] for k in np.flatnonzero(pbc))} only")
+        raise DataError(f"{where}: a BORN file is for a crystal (a cell periodic along a, b and c); this is {what}")
+
+
+def _matrix_text(matrix) -> str:
+    if isinstance(matrix, str):
+        return matrix
+    return "[" + ", ".join("[" + ", ".join(f"{x:g}" for x in row) + "]"
+                           for row in np.asarray(matrix, dtype=float).reshape(3, 3)) + "]"
+
+
+def _primitive_size(atoms: ase.Atoms, symprec: float) -> int:
+    """Atoms in spglib's primitive cell of ``atoms``."""
+    import spglib
+
+    cell = (np.asarray(atoms.cell), atoms.get_scaled_positions(), atoms.numbers)
+    found = spglib.standardize_cell(cell, to_primitive=True, no_idealize=True, symprec=symprec)
+    return len(found[2]) if found is not None else len(atoms)
+
+
+def _unfit_primitive_matrix(atoms: ase.Atoms, given, pmat, where: str, symprec: float, exc: Exception) -> DataError:
+    """The message for a primitive matrix phonopy cannot fold ``atoms`` onto: the numbers, what to do."""
+    n, ratio = len(atoms), abs(float(np.linalg.det(np.asarray(pmat, dtype=float))))
+    n_prim = _primitive_size(atoms, symprec)
+    hint = (f"the cell is already primitive (spglib finds {n_prim} atoms): leave out --primitive-matrix "
+            "(or give auto)" if n_prim == n else f"spglib finds a primitive cell of {n_prim} atoms: give auto")
+    return DataError(f"{where}: primitive matrix {_matrix_text(given)} does not fit this cell of {n} atoms "
+                     f"({atoms.get_chemical_formula(mode='reduce')}): it keeps {ratio:.4g} of its volume, room for "
+                     f"{n * ratio:.4g} atoms; {hint}")
 
 
 def to_phonopy_atoms(atoms: ase.Atoms):
@@ -188,7 +232,7 @@ def _primitive_matrix(unitcell, primitive_matrix, symprec: float):
 
 
 def born_file_text(atoms: ase.Atoms, born, epsilon, primitive_matrix=None, supercell_matrix=None,
-                   factor: float | None = None, symprec: float = 1e-5) -> str:
+                   factor: float | None = None, symprec: float = 1e-5, where: str = "the structure") -> str:
     """Text of a phonopy BORN file for the crystal ``atoms`` (symmetrised first).
 
     Args:
@@ -203,18 +247,29 @@ def born_file_text(atoms: ase.Atoms, born, epsilon, primitive_matrix=None, super
         factor: NAC unit-conversion factor for the header line (None: a comment header, phonopy
             then uses its calculator's default, 14.4 eV Angstrom / e^2 for VASP-like units).
         symprec: spglib tolerance, Angstrom.
+        where: names the structure in messages (its file).
 
     Returns:
         The file's text: a header, eps_inf and one line per listed atom, 9 numbers row-major each.
+
+    Raises:
+        DataError: not a crystal (:func:`require_crystal`), or a primitive matrix that does not fit
+            the cell (e.g. ``F`` for a cell that is already primitive), with the numbers.
     """
     require_phonopy()
     from phonopy.structure.symmetry import elaborate_borns_and_epsilon
 
+    require_crystal(atoms, where)
     z, eps = symmetrize_born(atoms, born, epsilon, symprec)
     unitcell = to_phonopy_atoms(atoms)
     pmat = _primitive_matrix(unitcell, primitive_matrix, symprec)
-    z_indep, eps, listed = elaborate_borns_and_epsilon(unitcell, z, eps, primitive_matrix=pmat,
-                                                       supercell_matrix=supercell_matrix, symprec=symprec)
+    try:
+        z_indep, eps, listed = elaborate_borns_and_epsilon(unitcell, z, eps, primitive_matrix=pmat,
+                                                           supercell_matrix=supercell_matrix, symprec=symprec)
+    except Exception as exc:  # phonopy / spglib raise RuntimeError, ValueError, SpglibCppError, ...
+        if pmat is None:
+            raise
+        raise _unfit_primitive_matrix(atoms, primitive_matrix, pmat, where, symprec, exc) from exc
     header = "# epsilon and Z* of atoms " + " ".join(str(i + 1) for i in listed)
     if factor is not None:
         header = f"{float(factor):.10g} {header}"

@@ -224,7 +224,7 @@ def _read_unitcell(path: str, symprec: float):
     """Unit cell and (primitive, supercell) matrices of STRUCTURE (from a phonopy yaml when it is one)."""
     from ..data.readers import _read_structure_file
     from ..errors import DataError
-    from .born import require_phonopy, to_ase_atoms
+    from .born import require_crystal, require_phonopy, to_ase_atoms
 
     p = Path(path)
     if not p.is_file():
@@ -241,7 +241,9 @@ def _read_unitcell(path: str, symprec: float):
         if ph_yaml.unitcell is None:
             raise DataError(f"{p}: no unit cell in this phonopy yaml")
         return to_ase_atoms(ph_yaml.unitcell), ph_yaml.primitive_matrix, ph_yaml.supercell_matrix
-    return _read_structure_file(p), None, None
+    atoms = _read_structure_file(p)
+    require_crystal(atoms, str(p))  # before the model and spglib see a molecule or a slab
+    return atoms, None, None
 
 
 def _parse_primitive_matrix(values: list[str]):
@@ -265,7 +267,7 @@ def _export_born(args) -> int:
     born, eps = predict_born(model, atoms, args.bec_target, args.eps_target, args.checkpoint)
     z_sym, eps_sym = symmetrize_born(atoms, born, eps, args.symprec)
     path = write_born(args.output, atoms, born, eps, primitive_matrix=pmat, supercell_matrix=smat,
-                      factor=args.factor, symprec=args.symprec)
+                      factor=args.factor, symprec=args.symprec, where=str(args.structure))
     print(f"{atoms.get_chemical_formula(mode='metal')} ({len(atoms)} atoms): predicted Born charges sum to "
           f"{np.abs(born.sum(axis=0)).max():.2e} e (largest component), symmetrisation moved them by at most "
           f"{np.abs(born - z_sym).max():.2e} e and eps by {np.abs(eps - eps_sym).max():.2e}")
