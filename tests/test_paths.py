@@ -20,6 +20,7 @@ SHIPPED = "etgnn:examples_data/molecules.extxyz"
     (["phonons", SHIPPED, "--phonopy", SHIPPED, "--force-sets", SHIPPED, "--born-file", SHIPPED,
       "--reference-born", SHIPPED], ("checkpoint", "phonopy", "force_sets", "born_file", "reference_born")),
     (["phonons", "--phonopy", SHIPPED, "--force-constants", SHIPPED], ("force_constants",)),
+    (["phonons", SHIPPED, "--structure", SHIPPED], ("checkpoint", "structure")),
     (["export-born", SHIPPED, SHIPPED, "-o", "BORN"], ("checkpoint", "structure")),
     (["spectrum", "ir", SHIPPED, SHIPPED, "-o", "x.csv"], ("checkpoint", "trajectory")),
     (["spectrum", "raman", SHIPPED, SHIPPED, "-o", "x.csv"], ("checkpoint", "trajectory")),

@@ -33,7 +33,9 @@ IR spectra (--spectrum-csv / --spectrum-plot), from the Gamma TO modes and eps_i
 def add_options(p) -> None:
     """Register the force-field and spectra options on the ``phonons`` parser."""
     g = p.add_argument_group("force constants from a force field (instead of --phonopy)")
-    g.add_argument("--structure", metavar="FILE", help="unit cell: CIF, POSCAR, extxyz, ... (ASE-readable)")
+    from .._paths import input_path
+
+    g.add_argument("--structure", metavar="FILE", type=input_path, help="unit cell: CIF, POSCAR, extxyz, ... (ASE-readable)")
     g.add_argument("--forcefield", metavar="NAME", help="packaged force field or etgnn checkpoint with forces "
                    "(default with --structure: the measured best, see docs/phonons.md)")
     g.add_argument("--supercell", nargs="+", type=int, metavar="N", help="supercell: 3 integers (diagonal) or 9")
