@@ -187,7 +187,7 @@ def write_results(args, card: dict) -> None:
     (res / f"pretrained_{args.name}.json").write_text(json.dumps({**meta, **card}, indent=1) + "\n")
     h = card["held_out"]
     lines = [f"# Pretrained model {args.name}: held-out errors", "",
-             f"Command: `{meta['command']}` ({meta['date']}). {card['status'] or 'Training complete.'} "
+             f"Command: `{meta['command'].strip()}` ({meta['date']}). {card['status'] or 'Training complete'}. "
              f"Epochs trained: {card['epochs_trained']} (best {card['best_epoch']}), {card['hours']} h.", "",
              "| set | target | metric | etgnn | goal | met |", "|---|---|---|---|---|---|"]
     for (set_name, target, metric), goal in GOALS.items():
