@@ -253,3 +253,21 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == (
         f"etgnn: error: DataError: {born}: phonopy could not read this BORN file for the primitive cell MgO "
         "(2 atoms): Too many atoms in the BORN file (it should only contain symmetry-independent atoms)")
+
+
+def test_born_file_of_another_crystal_is_refused(capsys):
+    """Issue 23 item 10: ZnO's BORN file (2 atom lines, anisotropic eps_inf) for NaCl was accepted silently."""
+    nacl, zno = files("NaCl"), files("ZnO")
+    assert main(["phonons", "--born-file", str(zno["born"]), "--phonopy", str(nacl["yaml"]),
+                 "--force-sets", str(nacl["fs"])]) == 1
+    assert capsys.readouterr().err == (
+        f"etgnn: error: DataError: {zno['born']}: this BORN file does not fit the crystal NaCl (space group Fm-3m): "
+        "eps_inf breaks its point group m-3m by 0.941 (eps_inf diagonal 5.97, 5.97, 4.558; symmetrised 5.499, "
+        "5.499, 5.499); the Born charge of Na (line 3) breaks its site symmetry by 0.0201 e; is it the file of another material, or of another orientation of this cell? (tolerance 0.1)\n")
+
+
+@pytest.mark.parametrize("name", CRYSTALS)
+def test_each_crystals_own_born_file_passes_the_check_silently(name):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ours(name)

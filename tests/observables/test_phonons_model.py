@@ -290,6 +290,7 @@ def test_export_born_needs_a_crystal(name, what, model_file, tmp_path, capsys):
     from ase.build import fcc111, molecule
 
     atoms = molecule("H2O") if name == "molecule" else fcc111("Al", (1, 1, 2), vacuum=5.0)
+    atoms.info.pop("adsorbate_info", None)  # not writable as extxyz
     path, out = tmp_path / f"{name}.extxyz", tmp_path / "BORN"
     atoms.write(path)
     assert main(["export-born", str(model_file), str(path), "-o", str(out)]) == 1
@@ -313,3 +314,56 @@ def test_export_born_primitive_matrix_that_does_not_fit(model_file, tmp_path, ca
     assert main(["export-born", str(model_file), str(poscar), "-o", str(out), "--primitive-matrix", *numbers]) == 1
     assert "primitive matrix [[0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]] does not fit" in capsys.readouterr().err
     assert main(["export-born", str(model_file), str(poscar), "-o", str(out), "--primitive-matrix", "auto"]) == 0
+
+
+def _born_file(path, eps, charges, header="14.4"):
+    lines = [header, " ".join(f"{x:g}" for x in np.ravel(eps))] + [" ".join(f"{x:g}" for x in np.ravel(z))
+                                                                  for z in charges]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_born_file_of_another_material_is_refused_with_numbers(emt_phonopy_files, tmp_path):
+    """CsCl-type CuAl (Pm-3m, both sites m-3m): an anisotropic eps_inf or Born charge cannot belong to
+    it; the message gives the deviations (was accepted silently)."""
+    yaml, fs = emt_phonopy_files
+    ph = P.load_phonopy(yaml, force_sets=fs)
+    iso = [np.eye(3) * 2.0, -np.eye(3) * 2.0]
+    # its own kind of file: accepted as it is
+    params = P.read_born(_born_file(tmp_path / "ok.BORN", np.eye(3) * 5, iso), ph)
+    np.testing.assert_array_equal(params["born"], iso)
+    wurtzite_like = _born_file(tmp_path / "ZnO.BORN", np.diag([5.97, 5.97, 4.558]),
+                               [np.diag([2.1195, 2.1195, 2.14964]), -np.diag([2.1195, 2.1195, 2.14964])])
+    with pytest.raises(DataError) as info:
+        P.read_born(wurtzite_like, ph)
+    assert str(info.value) == (
+        f"{wurtzite_like}: this BORN file does not fit the crystal AlCu (space group Pm-3m): eps_inf breaks its "
+        "point group m-3m by 0.941 (eps_inf diagonal 5.97, 5.97, 4.558; symmetrised 5.499, 5.499, 5.499); "
+        "the Born charge of Cu (line 3) breaks its site symmetry by 0.0201 e; is it the file of another material, "
+        "or of another orientation of this cell? (tolerance 0.1)")
+    with pytest.raises(DataError, match=r"the Born charge of Al \(line 4\) breaks its site symmetry by 0\.5 e"):
+        P.read_born(_born_file(tmp_path / "z.BORN", np.eye(3) * 5, [np.eye(3) * 2, -np.diag([2, 2, 2.75])]), ph)
+
+
+def test_born_file_slightly_off_or_not_neutral_warns(emt_phonopy_files, tmp_path):
+    yaml, fs = emt_phonopy_files
+    ph = P.load_phonopy(yaml, force_sets=fs)
+    with pytest.warns(UserWarning) as rec:
+        P.read_born(_born_file(tmp_path / "a.BORN", np.diag([5, 5, 5.06]), [np.eye(3) * 2.3, -np.eye(3) * 2]), ph)
+    assert [str(w.message) for w in rec] == [
+        f"{tmp_path / 'a.BORN'}: eps_inf breaks the point group m-3m of AlCu by 0.04 (eps_inf diagonal 5, 5, 5.06; "
+        "symmetrised 5.02, 5.02, 5.02): used as it is",
+        f"{tmp_path / 'a.BORN'}: the Born charges break the acoustic sum rule by 0.3 e (largest component of their "
+        "sum over the primitive cell of AlCu): used as they are"]
+
+
+def test_born_file_naming_its_elements_in_another_order(emt_phonopy_files, tmp_path):
+    yaml, fs = emt_phonopy_files
+    ph = P.load_phonopy(yaml, force_sets=fs)
+    charges = [np.eye(3) * 2.0, -np.eye(3) * 2.0]
+    assert P.read_born(_born_file(tmp_path / "ok.BORN", np.eye(3) * 5, charges, "14.4 # Cu Al"), ph)
+    bad = _born_file(tmp_path / "swapped.BORN", np.eye(3) * 5, charges, "14.4 # Z* of Al Cu")
+    with pytest.raises(DataError) as info:
+        P.read_born(bad, ph)
+    assert str(info.value) == (f"{bad}: its first line names the atoms Al, Cu; the symmetry-inequivalent atoms of the "
+                               "primitive cell AlCu are Cu, Al, in this order")

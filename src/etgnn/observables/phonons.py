@@ -33,6 +33,7 @@ __all__ = [
     "load_phonopy",
     "phonopy_from_calculator",
     "read_born",
+    "check_born_file",
     "nac_params",
     "set_nac",
     "mode_effective_charges",
@@ -184,7 +185,85 @@ def read_born(path, phonon, symprec: float = 1e-5) -> dict:
         formula = to_ase_atoms(phonon.primitive).get_chemical_formula(mode="metal")
         raise DataError(f"{path}: phonopy could not read this BORN file for the primitive cell {formula} "
                         f"({len(phonon.primitive)} atoms): {exc}") from exc
+    check_born_file(path, phonon, params["born"], params["dielectric"], symprec)
     return nac_params(phonon, params["born"], params["dielectric"], params.get("factor"), symmetrize=False)
+
+
+#: A BORN file whose eps_inf or a Born charge (e) is further than this from the crystal's symmetry
+#: is refused; its own DFT file is within 1e-14, another material's 0.04 to 2.4 (phonopy's examples).
+BORN_REFUSE = 0.1
+#: Above this (but within :data:`BORN_REFUSE`) a deviation from the symmetry is a warning.
+BORN_WARN = 0.01
+
+
+def _diag(t) -> str:
+    return ", ".join(f"{x:.4g}" for x in np.diagonal(t))
+
+
+def check_born_file(path, phonon, born, epsilon, symprec: float = 1e-5) -> None:
+    """Check a BORN file's tensors against the crystal of ``phonon`` (its primitive cell).
+
+    - eps_inf must be invariant under the point group, each Born charge under its site symmetry:
+      the largest component of ``|T - symmetrised T|`` above :data:`BORN_REFUSE` is refused (a
+      file of another material or another orientation), above :data:`BORN_WARN` a warning;
+    - the acoustic sum rule (``sum_k Z_k = 0``) broken by more than :data:`BORN_REFUSE` e: a
+      warning (phonopy uses the file as it is);
+    - a first line naming as many elements as the file has atom lines must name the
+      symmetry-inequivalent atoms of the primitive cell in their order.
+
+    Args:
+        path: the file (for messages; its first line is read for element names).
+        phonon: a ``Phonopy`` object; ``born`` (n_primitive_atoms, 3, 3), e, and ``epsilon`` (3, 3)
+            as phonopy's reader expands them.
+
+    Raises:
+        DataError: naming the file, with the deviations and the symmetrised values.
+    """
+    import re
+
+    from ase.data import chemical_symbols
+
+    from .._warnings import warn
+
+    prim = to_ase_atoms(phonon.primitive)
+    formula = prim.get_chemical_formula(mode="metal")
+    symmetry = phonon.primitive_symmetry
+    listed = [int(i) for i in symmetry.get_independent_atoms()]
+    symbols = prim.get_chemical_symbols()
+    with open(path) as fh:
+        header = fh.readline()
+    named = [t for t in re.split(r"[\s,;#:*()]+", header) if t in chemical_symbols[1:]]
+    if named and len(named) == len(listed) and named != [symbols[i] for i in listed]:
+        raise DataError(f"{path}: its first line names the atoms {', '.join(named)}; the symmetry-inequivalent atoms "
+                        f"of the primitive cell {formula} are {', '.join(symbols[i] for i in listed)}, in this order")
+    born, epsilon = np.asarray(born, dtype=float), np.asarray(epsilon, dtype=float)
+    total = born.sum(axis=0)
+    # phonopy's symmetrisation subtracts the cell mean after the space-group average S(Z); that mean
+    # is the point-group average of mean(Z), which the same call gives as its "eps": add it back
+    z_sym, mean_sym = symmetrize_born(prim, born, total / len(born), symprec)
+    _, eps_sym = symmetrize_born(prim, born, epsilon, symprec)
+    z_dev = np.abs(born - (z_sym + mean_sym))[listed].max(axis=(1, 2))
+    eps_dev = float(np.abs(epsilon - eps_sym).max())
+    worst = int(np.argmax(z_dev))
+    point_group = symmetry.pointgroup_symbol
+    eps_text = (f"eps_inf breaks its point group {point_group} by {eps_dev:.3g} (eps_inf diagonal {_diag(epsilon)}; "
+                f"symmetrised {_diag(eps_sym)})")
+    z_text = (f"the Born charge of {symbols[listed[worst]]} (line {worst + 3}) breaks its site symmetry by "
+              f"{z_dev[worst]:.3g} e")
+    if max(eps_dev, z_dev[worst]) > BORN_REFUSE:
+        found = "; ".join(t for t, d in ((eps_text, eps_dev), (z_text, z_dev[worst])) if d > BORN_WARN)
+        raise DataError(f"{path}: this BORN file does not fit the crystal {formula} (space group "
+                        f"{symmetry.dataset.international}): {found}; is it the file of another material, or of "
+                        f"another orientation of this cell? (tolerance {BORN_REFUSE:g})")
+    if eps_dev > BORN_WARN:
+        warn(f"{path}: eps_inf breaks the point group {point_group} of {formula} by {eps_dev:.3g} (eps_inf diagonal "
+             f"{_diag(epsilon)}; symmetrised {_diag(eps_sym)}): used as it is")
+    if z_dev[worst] > BORN_WARN:
+        warn(f"{path}: {z_text} in {formula}: used as it is")
+    asr = float(np.abs(total).max())
+    if asr > BORN_REFUSE:  # DFT files break it by up to 0.06 e (phonopy's ZnO), another material's by 1 to 8 e
+        warn(f"{path}: the Born charges break the acoustic sum rule by {asr:.3g} e (largest component of their sum "
+             f"over the primitive cell of {formula}): used as they are")
 
 
 def set_nac(phonon, params: dict) -> None:
