@@ -86,6 +86,17 @@ def _one_thread(single_thread):
     """Tiny models gain nothing from intra-op threads (see tests/conftest.py)."""
 
 
+@pytest.fixture(autouse=True)
+def _no_parity_plots(request, monkeypatch):
+    """Every run of ``train`` ends with two parity plots (~1 s each on a loaded 2-core CPU, a good
+    part of a tiny run's time) that hardly any test looks at: drawn only in tests marked
+    ``parity_plots`` (they check the files); elsewhere ``etgnn.train.plots.parity_plot`` draws nothing."""
+    if request.node.get_closest_marker("parity_plots") is None:
+        import etgnn.train.plots
+
+        monkeypatch.setattr(etgnn.train.plots, "parity_plot", lambda *args, **kwargs: None)
+
+
 @pytest.fixture(scope="session")
 def data_file(tmp_path_factory) -> Path:
     """40 labelled molecules in an extxyz file (shared by the tests; read only)."""

@@ -25,6 +25,7 @@ def trained(config, tmp_path, capsys):
     return run, cfg_path
 
 
+@pytest.mark.parity_plots
 def test_train_evaluate_predict(trained, data_file, tmp_path, capsys, make_molecules):
     run, _ = trained
     out_json, out_png = tmp_path / "eval" / "m.json", tmp_path / "eval" / "parity.png"

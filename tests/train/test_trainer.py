@@ -26,6 +26,7 @@ def read_log(run_dir) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.parity_plots
 def test_training_learns_and_writes_run_dir(config, tmp_path):
     result = train(config(max_epochs=8))
     run = tmp_path / "run"
