@@ -17,6 +17,7 @@ from .errors import EtgnnError, FileSystemError
 SUBCOMMAND_MODULES = (
     "etgnn.train.cli",  # train, evaluate, predict
     "etgnn.train.calibrate",  # calibrate (uncertainty)
+    "etgnn.train.select",  # select (active learning)
     "etgnn.symmetry",  # symmetry-test
     "etgnn.qm.make_dataset",  # make-dataset
     "etgnn.tune",  # tune, sweep

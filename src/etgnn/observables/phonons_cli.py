@@ -29,6 +29,10 @@ Printed and written (-o CSV, one row per mode; set 'gamma' = no NAC, set 'gamma_
   p_m           mode effective charge p_m,a = sum_k,b Z_k,ab e_m,kb / sqrt(M_k), e/sqrt(amu)
   S_m           oscillator strength S_m,ab = p_m,a p_m,b, e^2/amu; IR intensity tr S_m
   eps_0         eps_inf + (4 pi F / Omega) sum_m S_m / w_m^2 over the optical modes
+With a model that carries uncertainty (etgnn calibrate), TO/LO frequencies, eps_inf, eps_0 and IR
+intensities are also printed +- one sigma over --samples posterior samples of the Born charges and
+eps_inf (correlations kept, each sample symmetrised); the CSV gets <column>_mean and <column>_std
+for frequency_THz, frequency_cm-1 and ir_intensity_e2_per_amu (docs/uncertainty.md).
 Definitions and a worked example: docs/phonons.md.
 
 examples:
@@ -75,6 +79,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--band-plot", metavar="PNG", help="plot the band structure with the NAC here")
     p.add_argument("--band-path", metavar="PATH", help="ASE path string, e.g. GXWKGLUWLK,UX (default: the lattice's)")
     p.add_argument("--unit", choices=["THz", "cm-1"], default="THz", help="frequency unit of the plot (default THz)")
+    p.add_argument("--samples", type=int, default=None, metavar="N",
+                   help="posterior samples for +- one sigma when the model carries uncertainty (default 32; 0: off)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the posterior samples (default 0)")
     _add_target_options(p)
     _add_forcefield_options(p)
     p.set_defaults(func=_phonons)
@@ -109,7 +116,7 @@ def _source_born(args, ph):
     if args.born_file and args.checkpoint:
         raise ConfigError("give either CHECKPOINT or --born-file, not both")
     if args.born_file:
-        return read_born(args.born_file, ph, args.symprec), f"BORN file {args.born_file}"
+        return read_born(args.born_file, ph, args.symprec), f"BORN file {args.born_file}", None
     if not args.checkpoint:
         raise ConfigError("give CHECKPOINT (a model predicting Born charges and eps_inf) or --born-file BORN")
     model = _load_model(args.checkpoint, args.device)
@@ -117,27 +124,37 @@ def _source_born(args, ph):
 
     bec, eps = select_born_targets(model.config.targets, args.bec_target, args.eps_target, args.checkpoint)
     born, epsilon = predict_born(model, to_ase_atoms(ph.primitive), bec, eps, args.checkpoint)
-    return nac_params(ph, born, epsilon, symprec=args.symprec), f"{args.checkpoint} (targets {bec}, {eps})"
+    return nac_params(ph, born, epsilon, symprec=args.symprec), f"{args.checkpoint} (targets {bec}, {eps})", model
 
 
-def _rows(modes):
+def _rows(modes, samples=None):
     from phonopy.physical_units import get_physical_units
 
     cm = get_physical_units().THzToCm
-    sets = [("gamma", modes.frequencies, modes.labels, modes.p),
-            ("gamma_nac", modes.nac_frequencies, modes.nac_labels, modes.nac_p)]
-    for name, freqs, labels, p in sets:
+    sets = [("gamma", modes.frequencies, modes.labels, modes.p, "frequencies", "intensities"),
+            ("gamma_nac", modes.nac_frequencies, modes.nac_labels, modes.nac_p, "nac_frequencies", "nac_intensities")]
+    for name, freqs, labels, p, f_key, i_key in sets:
+        if samples is not None:
+            f_mean, f_std = samples.mean(f_key), samples.std(f_key)
+            i_mean, i_std = samples.mean(i_key), samples.std(i_key)
         for m, (f, label, pm) in enumerate(zip(freqs, labels, p)):
             s = np.outer(pm, pm)
-            yield {"set": name, "mode": m + 1, "frequency_THz": f, "frequency_cm-1": f * cm, "character": label,
+            row = {"set": name, "mode": m + 1, "frequency_THz": f, "frequency_cm-1": f * cm, "character": label,
                    "ir_intensity_e2_per_amu": float(np.trace(s)),
                    **{f"S_{a}{b}": s[i, j] for i, a in enumerate("xyz") for j, b in enumerate("xyz")},
                    **{f"p_{a}": pm[i] for i, a in enumerate("xyz")}}
+            if samples is not None:  # over the posterior samples (phonons_uq)
+                row.update({"frequency_THz_mean": float(f_mean[m]), "frequency_THz_std": float(f_std[m]),
+                            "frequency_cm-1_mean": float(f_mean[m] * cm), "frequency_cm-1_std": float(f_std[m] * cm),
+                            "ir_intensity_e2_per_amu_mean": float(i_mean[m]),
+                            "ir_intensity_e2_per_amu_std": float(i_std[m])})
+            yield row
 
 
-def write_modes_csv(modes, path) -> Path:
-    """Write :class:`~etgnn.observables.phonons.GammaModes` as CSV (columns: see ``etgnn phonons --help``)."""
-    rows = list(_rows(modes))
+def write_modes_csv(modes, path, samples=None) -> Path:
+    """Write :class:`~etgnn.observables.phonons.GammaModes` as CSV (columns: see ``etgnn phonons --help``);
+    ``samples`` (:class:`~etgnn.observables.phonons_uq.GammaSamples`) adds ``_mean`` / ``_std`` columns."""
+    rows = list(_rows(modes, samples))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as fh:
@@ -188,7 +205,7 @@ def _phonons(args) -> int:
     from .phonons_ff import build_phonopy, write_spectra
 
     ph, fc_source = build_phonopy(args)
-    params, source = _source_born(args, ph)
+    params, source, model = _source_born(args, ph)
     reference = read_born(args.reference_born, ph, args.symprec) if args.reference_born else None
     set_nac(ph, params)
     modes = gamma_modes(ph, args.q_direction)
@@ -204,8 +221,14 @@ def _phonons(args) -> int:
         ref_bands = band_structure(ph, args.band_path) if args.band_plot else None
         set_nac(ph, params)
     print(format_modes(modes, params["dielectric"], (ref_modes, reference["dielectric"]) if reference else None))
+    samples = _sample_modes(args, ph, model)
+    if samples is not None:
+        from .phonons_uq import format_uncertainty
+
+        print()
+        print(format_uncertainty(samples, modes, params["dielectric"]))
     if args.output:
-        print(f"modes written to {write_modes_csv(modes, args.output)}")
+        print(f"modes written to {write_modes_csv(modes, args.output, samples)}")
     stem = Path(args.phonopy or args.structure).name.split(".")[0]
     stem = prim.get_chemical_formula(mode="metal") if stem.startswith("phonopy") else stem
     write_spectra(args, modes, params, prim.get_volume(), f"{stem}: TO modes, eps_inf and Born charges from "
@@ -218,6 +241,26 @@ def _phonons(args) -> int:
         title = f"{stem}: non-analytical correction from {name}"
         print(f"band structure written to {plot_band_structure(curves, args.band_plot, title, args.unit)}")
     return 0
+
+
+def _sample_modes(args, ph, model):
+    """Posterior samples of the Gamma modes when the model carries uncertainty (else None)."""
+    from ..errors import ConfigError
+    from ..uncertainty.sampling import DEFAULT_SAMPLES
+
+    n = DEFAULT_SAMPLES if args.samples is None else args.samples
+    if n < 0:
+        raise ConfigError(f"--samples must be >= 0, got {n}")
+    if model is None or n == 0:
+        return None
+    if getattr(model, "uncertainty", None) is None:
+        if args.samples:
+            raise ConfigError(f"--samples {n}: {args.checkpoint} has no uncertainty; add it with `etgnn calibrate`")
+        return None
+    from .phonons_uq import sample_gamma_modes
+
+    return sample_gamma_modes(ph, model, n, args.q_direction, seed=args.seed, bec_target=args.bec_target,
+                              eps_target=args.eps_target, symprec=args.symprec, source=str(args.checkpoint))
 
 
 def _read_unitcell(path: str, symprec: float):

@@ -73,6 +73,11 @@ def _common(p) -> None:
     p.add_argument("--batch-size", type=int, default=32, metavar="N", help="frames per prediction chunk")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--no-progress", action="store_true", help="no progress bar (shown only on a terminal)")
+    p.add_argument("--uncertainty", action="store_true",
+                   help="band of spectra from posterior samples of the model (needs etgnn calibrate): "
+                        "<column>_p16 and <column>_p84 in the CSV, shaded in the plot (docs/uncertainty.md)")
+    p.add_argument("--samples", type=int, default=32, metavar="N", help="posterior samples with --uncertainty (default 32)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the posterior samples (default 0)")
 
 
 def add_parser(subparsers) -> None:
@@ -150,6 +155,14 @@ def _series(args, kind, target):
     if not is_model_name(args.checkpoint) and not Path(args.checkpoint).is_file():
         raise ConfigError(f"checkpoint not found: {args.checkpoint}")
     model = load_model(args.checkpoint, map_location=resolve_device(args.device))
+    if args.uncertainty:
+        from ..uncertainty.sampling import SampledPredictor
+
+        if model.uncertainty is None:
+            raise ConfigError(f"--uncertainty: {args.checkpoint} has no uncertainty; add it with `etgnn calibrate`")
+        if args.samples < 2:
+            raise ConfigError(f"--samples must be >= 2 for a band, got {args.samples}")
+        model = SampledPredictor(model, args.samples, args.seed)  # values get a sample axis: prediction, samples
     progress = False if args.no_progress else None
     series = predict_series(model, args.trajectory, kind, target, batch_size=args.batch_size,
                             velocity_unit=args.velocity_unit, index=args.index, fmt=args.format,
@@ -211,10 +224,14 @@ def _ir(args) -> int:
     else:
         temperature = series.temperature
         how = f"kinetic, from the velocities over {series.dof_note}"
-    current = series.values if kind == "current" else dipole_current(series.values, dt)
-    spec = ir_spectrum(current, dt, temperature, volume=series.volume,
-                       quantum=args.quantum_correction, window=args.window, broadening=args.broadening,
-                       shape=args.line_shape, max_lag=max_lag, normalization=args.normalization)
+
+    def make(values):
+        current = values if kind == "current" else dipole_current(values, dt)
+        return ir_spectrum(current, dt, temperature, volume=series.volume,
+                           quantum=args.quantum_correction, window=args.window, broadening=args.broadening,
+                           shape=args.line_shape, max_lag=max_lag, normalization=args.normalization)
+
+    spec = _with_band(args, series.values, make)
     spec.meta.update(route=args.route, target=series.target, temperature_source=how)
     print(f"{args.route} route with target {series.target!r}; T = {temperature:.1f} K ({how})")
     if kind == "dipole":
@@ -232,13 +249,36 @@ def _raman(args) -> int:
     from .spectra import raman_spectrum
 
     series, max_lag, dt = _series(args, "polarizability", args.alpha_target)
-    spec = raman_spectrum(series.values, dt, temperature=args.temperature,
-                          quantum=args.quantum_correction, window=args.window, broadening=args.broadening,
-                          shape=args.line_shape, max_lag=max_lag, normalization=args.normalization)
+    spec = _with_band(args, series.values, lambda values: raman_spectrum(
+        values, dt, temperature=args.temperature, quantum=args.quantum_correction, window=args.window,
+        broadening=args.broadening, shape=args.line_shape, max_lag=max_lag, normalization=args.normalization))
     spec.meta.update(target=series.target)
     unit = f"({series.unit})^2/THz" if series.unit else "(polarizability unit)^2/THz"  # the target's declared unit
     spec.units = {k: unit for k in spec.columns}
     return _finish(args, spec, "polarized", dt)
+
+
+#: percentiles of the band over posterior samples (--uncertainty): one sigma of a Gaussian
+BAND = (16, 84)
+
+
+def _with_band(args, values, make):
+    """``make(values)``; with --uncertainty (``values`` (n_frames, 1 + S, ...): the prediction, then
+    S posterior samples) the prediction's spectrum plus ``<column>_p16`` / ``_p84`` over the samples."""
+    if not args.uncertainty:
+        return make(values)
+    specs = [make(values[:, s]) for s in range(values.shape[1])]
+    spec = specs[0]
+    for name in list(spec.columns):
+        lo, hi = np.percentile(np.stack([sp.columns[name] for sp in specs[1:]]), BAND, axis=0)
+        for suffix, band in ((f"_p{BAND[0]}", lo), (f"_p{BAND[1]}", hi)):
+            spec.columns[name + suffix] = band
+            if name in spec.units:
+                spec.units[name + suffix] = spec.units[name]
+    spec.meta["uncertainty"] = (f"{len(specs) - 1} posterior samples of the model (LLPR), band = "
+                                f"{BAND[0]}th-{BAND[1]}th percentile over them")
+    print(f"uncertainty: {len(specs) - 1} posterior samples, band {BAND[0]}th-{BAND[1]}th percentile")
+    return spec
 
 
 def _plot(spec, path, title: str) -> None:
@@ -248,14 +288,18 @@ def _plot(spec, path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 3.6), constrained_layout=True)
-    names = [n for n in spec.columns if n != "current_psd"]
+    band = tuple(f"_p{b}" for b in BAND)
+    names = [n for n in spec.columns if n != "current_psd" and not n.endswith(band)]
     for name in names:
-        ax.plot(spec.freq_cm1, spec.columns[name], lw=1.0, label=name)
+        line, = ax.plot(spec.freq_cm1, spec.columns[name], lw=1.0, label=name)
+        if name + band[0] in spec.columns:
+            ax.fill_between(spec.freq_cm1, spec.columns[name + band[0]], spec.columns[name + band[1]],
+                            color=line.get_color(), alpha=0.3, lw=0, label=f"{name} {BAND[0]}-{BAND[1]} %")
     ax.set_xlabel("wavenumber (cm$^{-1}$)")
     ax.set_ylabel(spec.units[names[0]].split(",")[0])
     ax.set_xlim(0, spec.freq_cm1[-1])
     ax.set_title(title, fontsize=9)
-    if len(names) > 1:
+    if len(ax.get_legend_handles_labels()[0]) > 1:
         ax.legend(fontsize=8)
     top = ax.secondary_xaxis("top", functions=(lambda x: x / 33.35641, lambda f: f * 33.35641))
     top.set_xlabel("THz")
