@@ -28,6 +28,7 @@ def trained(config, tmp_path):
     return cfg
 
 
+@pytest.mark.parity_plots
 def test_baselines_come_from_the_training_split(trained, data_file, tmp_path, capsys):
     cfg = load_config(trained)
     run = tmp_path / "run"

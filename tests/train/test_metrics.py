@@ -209,6 +209,7 @@ def test_table_shows_parts_baselines_and_says_when_the_baseline_is_not_from_trai
     assert "no training baselines" not in format_table({"data": trained})
 
 
+@pytest.mark.parity_plots
 def test_parity_plot_has_a_panel_per_part_with_the_baseline(tmp_path):
     from etgnn.train.plots import parity_plot
 
