@@ -232,3 +232,27 @@ def test_select_cli(model, tmp_path, capsys):
     code = main(["select", str(path), str(pool_file), "-n", "9", "-o", str(out2)])
     assert code != 0
     assert "holds 5 structure(s)" in capsys.readouterr().err
+
+
+def test_unseen_elements_are_picked_first_as_a_cover(model):
+    """Trained on Sn and O only: the structure bringing two new elements comes first, one bringing
+    only an element already covered by that pick is not forced in; the rest is by variance."""
+    with torch.no_grad():
+        model.elements_seen.zero_()
+        model.elements_seen[[8, 50]] = True
+    ti = rutile()
+    ti.numbers[ti.numbers == 50] = 22
+    tige = rutile()
+    tige.numbers[[0]] = 22
+    tige.numbers[[1]] = 32
+    ge = rutile()
+    ge.numbers[ge.numbers == 50] = 32
+    pool = [rutile(), ti, tige, ge]
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = select_structures(model, pool, 2)
+    assert result.indices[0] == 2 and result.scores[0] == float("inf")
+    assert list(result.unseen) == [False, True, True, True]
+    assert np.isfinite(result.scores[1])

@@ -21,8 +21,8 @@ Score: the summed posterior variance of a structure's output components under th
 last-layer posterior (LLPR), every target in units of its calibrated noise. Picks are greedy: the
 largest score first, then the posterior is conditioned on that structure's labels as if computed
 (a low-rank update of the last-layer covariance) and every score is updated, so a structure like
-one already picked loses its score and the picks stay diverse. A structure with an element the
-model never saw is picked first. Deterministic. See docs/uncertainty.md.
+one already picked loses its score and the picks stay diverse. Structures with elements the
+model never saw come first (a greedy cover: one per new element). Deterministic. See docs/uncertainty.md.
 
 example:
   etgnn select phonondb_uq.pt candidates.extxyz -n 100 -o to_compute.extxyz

@@ -17,8 +17,11 @@ design; the labels themselves never enter, only where the features are.
 Vectorised: the pool's features are stacked once per target, each pick costs one
 ``(rows x P) @ (P x m)`` product; the Python loop runs over the ``K`` picks only.
 
-A structure holding an element absent from the training data is picked first (in pool order):
-the last layer cannot measure what the model does not know about an element it never saw.
+Structures holding elements absent from the training data are picked first: the last layer
+cannot measure what the model does not know about an element it never saw.  Among them the pick
+is a greedy cover of the unseen elements (each pick adds the most elements not yet covered, ties
+broken by the largest score), so one structure per new element suffices before the variance
+takes over.
 """
 
 from __future__ import annotations
@@ -135,8 +138,9 @@ def pool_features(model, frames, *, targets=None, batch_size: int = 8, progress:
     """Per structure, per target, the last-layer features of its output components.
 
     Returns:
-        ``(blocks, names, unseen)``: ``blocks[i][t]`` (m, P_t) float64 with the components a
-        symmetry forbids left out; ``names`` the targets; ``unseen`` (n,) bool.
+        ``(blocks, names, new_elements)``: ``blocks[i][t]`` (m, P_t) float64 with the components a
+        symmetry forbids left out; ``names`` the targets; ``new_elements[i]`` the atomic numbers of
+        structure ``i`` absent from the training data (a frozenset, empty when none).
     """
     from tqdm.auto import tqdm
 
@@ -152,7 +156,7 @@ def pool_features(model, frames, *, targets=None, batch_size: int = 8, progress:
             raise ConfigError(f"no uncertainty for target {n!r}; the model has it for {', '.join(llpr.posteriors)}")
     frames = list(frames)
     seen = model.elements_seen.cpu()
-    blocks, unseen = [], np.zeros(len(frames), dtype=bool)
+    blocks, new_elements = [], []
     for start in tqdm(range(0, len(frames), batch_size), desc="features", unit="batch", disable=None if progress else True):
         chunk = frames[start:start + batch_size]
         graphs = [model.graph(a, where=f"pool structure {start + i}") for i, a in enumerate(chunk)]
@@ -162,8 +166,8 @@ def pool_features(model, frames, *, targets=None, batch_size: int = 8, progress:
         bounds = np.concatenate([[0], np.cumsum(n_atoms)])
         numbers = batch[K.NUMBERS].cpu()
         for g in range(len(chunk)):
-            if bool(seen.any()):
-                unseen[start + g] = not bool(seen[numbers[bounds[g]:bounds[g + 1]]].all())
+            z = numbers[bounds[g]:bounds[g + 1]]
+            new_elements.append(frozenset(int(x) for x in z[~seen[z]].tolist()) if bool(seen.any()) else frozenset())
             per = []
             for n in names:
                 post, j = llpr.posteriors[n], jac[n].to("cpu", torch.float64)
@@ -171,7 +175,7 @@ def pool_features(model, frames, *, targets=None, batch_size: int = 8, progress:
                 rows = rows.reshape(-1, post.n_features)
                 per.append(rows[~post.negligible(rows)])
             blocks.append(per)
-    return blocks, names, unseen
+    return blocks, names, new_elements
 
 
 def select_structures(model, frames, k: int, *, targets=None, batch_size: int = 8, noise: float = LABEL_NOISE,
@@ -185,11 +189,26 @@ def select_structures(model, frames, k: int, *, targets=None, batch_size: int = 
     frames = list(frames)
     if not 1 <= int(k) <= len(frames):
         raise ConfigError(f"-n {k}: the pool holds {len(frames)} structure(s); choose 1 <= n <= {len(frames)}")
-    blocks, names, unseen = pool_features(model, frames, targets=targets, batch_size=batch_size, progress=progress)
+    blocks, names, new_elements = pool_features(model, frames, targets=targets, batch_size=batch_size,
+                                                progress=progress)
     covs = []
     for n in names:
         post = model.uncertainty.posteriors[n]
         covs.append(post.covariance() / post.alpha2)  # (F^T F + lambda I)^-1: noise units
-    first = [int(i) for i in np.flatnonzero(unseen)][: int(k)]
+    initial = _greedy(blocks, covs, 1, (), noise)[2]
+    first = _cover(new_elements, initial)[: int(k)]
     picked, scores, initial = _greedy(blocks, covs, int(k), first, noise)
-    return Selection(picked, scores, initial, unseen, names)
+    return Selection(picked, scores, initial, np.array([bool(e) for e in new_elements]), names)
+
+
+def _cover(new_elements: list[frozenset], score: np.ndarray) -> list[int]:
+    """Greedy set cover of the unseen elements: each pick adds the most not yet covered (ties: the
+    largest score, then pool order)."""
+    covered, order = set(), []
+    while True:
+        gains = np.array([len(e - covered) if i not in order else 0 for i, e in enumerate(new_elements)])
+        if gains.size == 0 or gains.max() == 0:
+            return order
+        best = int(np.lexsort((-np.asarray(score), -gains))[0])
+        order.append(best)
+        covered |= new_elements[best]
