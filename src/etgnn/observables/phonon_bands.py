@@ -109,6 +109,13 @@ def plot_band_structure(curves, path, title: str = "", unit: str = "THz") -> Pat
     ax.set_title(title, fontsize=10)
     if len(curves) > 1:
         ax.legend(fontsize=8, loc="upper right", framealpha=0.9)
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path) -> Path:
+    """Lay out ``fig``, write it to ``path`` (its folder made if needed), close it; returns the path."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .phonon_bands import save_figure
+
 __all__ = ["add_options", "build_phonopy", "write_spectra", "plot_spectra", "SPECTRA_HELP"]
 
 SPECTRA_HELP = """\
@@ -215,12 +217,7 @@ def plot_spectra(curves, path, title: str = "", unit: str = "THz") -> Path:
     if len(curves) > 1:
         axes[2].legend(fontsize=7, loc="upper right")
     axes[0].set_title(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_spectra(args, modes, params, volume: float, title: str, reference=None, label: str = "",
