@@ -152,6 +152,33 @@ def test_structures_without_a_targets_field_are_reported_once_per_file_and_targe
     assert list((tmp_path / "cache").glob("*.sqlite"))
 
 
+def test_an_energy_learned_only_through_its_forces_is_not_reported(tmp_path):
+    """Forces-only data for an energy + conservative-forces model: the energy is unlabelled
+    everywhere by design (docs/conventions.md), so no warning; an energy given for some
+    structures only is still reported."""
+    frames = _crystals(4)
+    rng = np.random.default_rng(2)
+    for a in frames:
+        a.arrays["F"] = rng.normal(size=(len(a), 3))
+    targets = {"energy": {"key": "E", "level": "structure", "rank": 0, "reduce": "sum"},
+               "forces": {"key": "F", "level": "atom", "rank": 1, "gradient_of": "energy"}}
+    for name, energies in (("forces.xyz", ()), ("some_energies.xyz", (0, 2))):
+        for k, a in enumerate(frames):
+            a.info.pop("E", None)
+            if k in energies:
+                a.info["E"] = -1.0 * k
+        write(tmp_path / name, frames)
+        config = _config(tmp_path, tmp_path / name, targets)
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            load_structures_dataset(tmp_path / name, config)
+        messages = [str(w.message) for w in rec]
+        if energies:
+            assert len(messages) == 1 and "2 of 4 structures have no label for target 'energy'" in messages[0]
+        else:
+            assert messages == []
+
+
 def test_loss_ignores_unlabelled_rows():
     cfg = load_config({"targets": {"z": {"key": "z", "level": "atom", "rank": 2, "loss": "mse"}}})
     pred = torch.randn(5, 3, 3, dtype=torch.float64, requires_grad=True)

@@ -291,11 +291,12 @@ def _report_unlabelled(labels: list[dict], config: Config, path: Path, first_mis
     just read rather than taken from the cache) adds the first structure's message: the fields it
     has and the closest one.
     """
+    through_gradient = {t.gradient_of for t in config.targets.values() if t.gradient_of}
     for name, t in config.targets.items():
         spec = LabelSpec.from_target(t)
         bare = np.flatnonzero([not labelled_rows(lab[name], spec.level).any() for lab in labels])
-        if bare.size == 0:
-            continue
+        if bare.size == 0 or (name in through_gradient and bare.size == len(labels)):
+            continue  # an energy unlabelled everywhere is learned through its forces, by design
         shown = ", ".join(str(k) for k in bare[:_SHOWN_UNLABELLED])
         more = f" and {bare.size - _SHOWN_UNLABELLED} more" if bare.size > _SHOWN_UNLABELLED else ""
         first = (first_missing or {}).get(name)
