@@ -108,6 +108,21 @@ def test_cli_predict_and_models_take_the_name(tmp_path, capsys):
     assert listing.startswith(f"{NAME}  Born effective charges") and "targets born_charges, epsilon" in listing
 
 
+def test_export_born_by_name_takes_the_default_level(tmp_path, capsys):
+    """`etgnn export-born dielectric-v1 POSCAR -o BORN` (the README's line): the PBEsol heads."""
+    poscar = tmp_path / "POSCAR"
+    ase.io.write(poscar, rocksalt(), format="vasp")
+    born = tmp_path / "BORN"
+    assert main(["export-born", NAME, str(poscar), "-o", str(born)]) == 0
+    lines = born.read_text().split("\n")
+    model = etgnn.load_model(NAME)
+    pred = model.predict(rocksalt())[0]
+    eps = np.array(lines[1].split(), dtype=float).reshape(3, 3)
+    np.testing.assert_allclose(eps, pred["epsilon"], atol=1e-5)
+    z_na = np.array(lines[2].split(), dtype=float).reshape(3, 3)
+    np.testing.assert_allclose(z_na, pred["born_charges"][0], atol=1e-5)
+
+
 def test_finetuning_from_the_name_starts_from_its_weights(tmp_path):
     from etgnn.config import load_config
     from etgnn.train.finetune import init_from_source

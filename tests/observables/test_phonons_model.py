@@ -232,6 +232,11 @@ def test_select_born_targets():
         B.select_born_targets(two, bec_target="z")
     with pytest.raises(ConfigError, match="none found"):
         B.select_born_targets({"f": target("atom", 1)})
+    # among several, the shipped models' default names win (dielectric-v1: PBEsol and PBE heads)
+    shipped = {"born_charges": target("atom", 2, True), "epsilon": target("structure", 2),
+               "born_charges_pbe": target("atom", 2, True), "epsilon_pbe": target("structure", 2)}
+    assert B.select_born_targets(shipped) == ("born_charges", "epsilon")
+    assert B.select_born_targets(shipped, "born_charges_pbe", "epsilon_pbe") == ("born_charges_pbe", "epsilon_pbe")
 
 
 def test_shape_errors():

@@ -113,12 +113,17 @@ def _describe(targets: dict) -> str:
                      for name, t in targets.items())
 
 
+#: target names chosen among several candidates (the shipped models' default outputs)
+DEFAULT_NAMES = ("born_charges", "epsilon")
+
+
 def select_born_targets(targets: dict, bec_target: str | None = None, eps_target: str | None = None,
                         source: str = "the model") -> tuple[str, str]:
     """Names of the Born-charge and eps_inf targets of a model.
 
     Defaults: the one per-atom rank-2 target with ``sum_rule`` (or, if none has it, the one per-atom
-    rank-2 target) and the one structure rank-2 target.
+    rank-2 target) and the one structure rank-2 target; where there are several, the ones named
+    :data:`DEFAULT_NAMES` (``born_charges``, ``epsilon``: the shipped models' default level).
 
     Args:
         targets: the model's ``config.targets`` (name -> TargetConfig).
@@ -140,6 +145,9 @@ def select_born_targets(targets: dict, bec_target: str | None = None, eps_target
         return name
 
     def default(candidates, what, flag):
+        preferred = [n for n in candidates if n in DEFAULT_NAMES]
+        if len(candidates) > 1 and len(preferred) == 1:
+            return preferred[0]
         if len(candidates) != 1:
             found = "none" if not candidates else "several (" + ", ".join(candidates) + ")"
             raise ConfigError(f"{source}: cannot choose the {what} target, {found} found; name it with {flag}; "
