@@ -131,6 +131,32 @@ def epochs_trained(run: Path) -> tuple[int, float]:
     return (int(rows[-1]["epoch"]) + 1, float(rows[-1]["time_s"]) / 3600) if rows else (0, 0.0)
 
 
+def plot_learning_curve(run: Path, path: Path) -> None:
+    """Validation MAE of each target against epoch, from the run's log.csv (every segment)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(run / "log.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    epochs = [int(r["epoch"]) for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), dpi=110)
+    for ax, names, unit in ((axes[0], ("born_charges", "born_charges_pbe"), "e"),
+                            (axes[1], ("epsilon", "epsilon_pbe"), "-")):
+        for name in names:
+            ax.plot(epochs, [float(r[f"val_{name}_mae"]) for r in rows], marker=".", label=name)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"validation MAE ({unit})")
+        ax.set_yscale("log")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"dielectric-v1 pretraining: {len(rows)} epochs ({float(rows[-1]['time_s']) / 3600:.1f} h)",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--checkpoint", type=Path, default=ROOT / "pretrain" / "run" / "best.ckpt")
@@ -176,6 +202,7 @@ def main(argv=None) -> int:
     }
     (out / f"{args.name}.json").write_text(json.dumps(card, indent=1) + "\n")
     write_results(args, card)
+    plot_learning_curve(run, ROOT / "docs" / "img" / f"pretrained_{args.name}_learning_curve.png")
     print(json.dumps(results, indent=1))
     return 0
 
