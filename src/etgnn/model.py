@@ -31,7 +31,7 @@ from .data.statistics import Statistics, TargetStatistics
 from .nn.backbone import MAX_Z, Backbone
 from .nn.chunking import chunked_atom_tensors
 from .nn.geometry import edge_geometry
-from .pretrained import resolve_model
+from .pretrained import read_model_file
 from .targets import Target, build_targets
 
 __all__ = ["ETGNN", "build_model", "load_model"]
@@ -353,15 +353,7 @@ def _upgrade_config(config: dict, path) -> dict:
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> ETGNN:
     """Load a model written by :meth:`ETGNN.save`, a training checkpoint (``best.ckpt``), or a
     model shipped with etgnn by its name (``"dielectric-v1"``; ``etgnn models`` lists them)."""
-    path = resolve_model(path)
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except FileNotFoundError:
-        raise DataError(f"no model file at {path}") from None
-    except Exception as exc:  # corrupt or foreign file
-        raise DataError(f"{path} is not an etgnn model file: {exc}") from None
-    if not isinstance(ckpt, dict) or "config" not in ckpt:
-        raise DataError(f"{path} is not an etgnn model file (no 'config' entry)")
+    path, ckpt = read_model_file(path, map_location)
     version = ckpt.get("format_version", 1)
     if not isinstance(version, int) or version > CHECKPOINT_FORMAT:
         raise DataError(f"{path} has model-file format {version!r}, newer than this etgnn {__version__} reads "

@@ -25,7 +25,7 @@ from pathlib import Path
 from ..errors import DataError
 
 __all__ = ["ShippedModel", "SHIPPED_MODELS", "is_model_name", "model_path", "model_card", "read_model_config",
-           "resolve_model"]
+           "read_model_file", "resolve_model"]
 
 
 @dataclass(frozen=True)
@@ -89,21 +89,26 @@ def model_card(name: str) -> dict:
         raise DataError(f"cannot read the card of shipped model {name!r}: {exc}") from None
 
 
-def read_model_config(name_or_path: str | os.PathLike) -> dict:
-    """The config dict stored in a model file or training checkpoint (a shipped model by name).
+def read_model_file(name_or_path: str | os.PathLike, map_location="cpu") -> tuple[Path, dict]:
+    """``(path, contents)`` of a model file or training checkpoint (a shipped model by name).
 
     Raises:
-        DataError: no such file, or not an etgnn model file.
+        DataError: no such file, or not an etgnn model file (no ``config`` entry).
     """
     import torch
 
     path = resolve_model(name_or_path)
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
     except FileNotFoundError:
         raise DataError(f"no model file at {path}") from None
     except Exception as exc:  # corrupt or foreign file
         raise DataError(f"{path} is not an etgnn model file: {exc}") from None
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict):
+    if not isinstance(ckpt, dict) or "config" not in ckpt:
         raise DataError(f"{path} is not an etgnn model file (no 'config' entry)")
-    return ckpt["config"]
+    return path, ckpt
+
+
+def read_model_config(name_or_path: str | os.PathLike) -> dict:
+    """The config dict stored in a model file or training checkpoint (a shipped model by name)."""
+    return read_model_file(name_or_path)[1]["config"]
