@@ -155,6 +155,7 @@ class TrainingConfig:
     freeze_backbone: bool = False  #: with init_from: train the heads only (the backbone's weights stay the source model's)
     backbone_lr_factor: float = 1.0  #: with init_from: the backbone learns at lr x this (e.g. 0.1), the heads at lr
     uncertainty: str = "none"  #: llpr: after training, fit a calibrated per-component uncertainty (last-layer prediction rigidity; one pass over the training data, calibrated on the validation part) into best.ckpt (docs/uncertainty.md)
+    ensemble: int = 1  #: N > 1: a deep ensemble, N models trained one after the other with seeds model.seed + k and training.seed + k in run_dir/member_k (--resume continues member by member), joined in run_dir/best.ckpt: their mean is the prediction, their spread (calibrated on the validation part) the uncertainty NAME_std (docs/uncertainty.md); 1: one model
 
 
 @dataclass(frozen=True)
@@ -294,6 +295,12 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"need 0 <= training.min_lr <= training.lr, got min_lr {tr.min_lr} and lr {tr.lr}")
     if tr.warmup_epochs < 0:
         raise ConfigError(f"training.warmup_epochs must be >= 0, got {tr.warmup_epochs}")
+    if tr.ensemble < 1:
+        raise ConfigError(f"training.ensemble must be an integer >= 1 (the number of models of a deep ensemble; "
+                          f"1: one model), got {tr.ensemble}")
+    if tr.ensemble > 1 and tr.uncertainty != "none":
+        raise ConfigError(f"training.ensemble: {tr.ensemble} is its own uncertainty (the members' spread); drop "
+                          f"training.uncertainty: {tr.uncertainty} (or set training.ensemble: 1 for LLPR)")
     if not tr.backbone_lr_factor > 0:
         raise ConfigError(f"training.backbone_lr_factor must be > 0, got {tr.backbone_lr_factor} "
                           "(use training.freeze_backbone: true to keep the backbone fixed)")

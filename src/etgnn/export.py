@@ -31,7 +31,8 @@ runs through the loaded program: ``positions.requires_grad_()``, then
 ``forces = -torch.autograd.grad(out["energy"], positions)[0]`` (``examples/run_exported.py``).
 
 The exported program is one pass over the whole structure (no chunking): its memory grows with the
-structure like ``model.chunk_triplets: null``.
+structure like ``model.chunk_triplets: null``.  A deep ensemble (``training.ensemble``) exports the
+mean of its members (the prediction), not their spread.
 """
 
 from __future__ import annotations
@@ -53,11 +54,15 @@ INPUT_NAMES = ("positions", "numbers", "cell", "edge_index", "shifts", "triplet_
 
 
 class ExportWrapper(nn.Module):
-    """One structure in, ``{target: tensor}`` out, with plain tensor inputs (see the module doc)."""
+    """One structure in, ``{target: tensor}`` out, with plain tensor inputs (see the module doc).
 
-    def __init__(self, model):
+    With ``members`` (the other models of a deep ensemble, registered here so their weights are
+    the program's) the output is the mean of every member's, as the model's own prediction is."""
+
+    def __init__(self, model, members=()):
         super().__init__()
         self.model = model
+        self.members = nn.ModuleList(members)
 
     def forward(self, positions: Tensor, numbers: Tensor, cell: Tensor, edge_index: Tensor, shifts: Tensor,
                 triplet_a: Tensor, triplet_b: Tensor) -> dict[str, Tensor]:
@@ -69,6 +74,9 @@ class ExportWrapper(nn.Module):
             K.N_ATOMS: torch.full((1,), n_atoms, dtype=torch.int64, device=positions.device),
         }
         out = self.model.forward_tensors(batch)  # gradient targets: -d/dR of an output (module doc)
+        if len(self.members):
+            outs = [out] + [m.forward_tensors(batch) for m in self.members]
+            out = {name: torch.stack([o[name] for o in outs]).mean(0) for name in out}
         return {name: v if self.model.heads[name].level == "atom" else v[0] for name, v in out.items()}
 
 
@@ -87,7 +95,7 @@ def example_inputs(model) -> tuple[Tensor, ...]:
             shifts.to(torch.int64), torch.as_tensor(g[K.TRIPLET_A]), torch.as_tensor(g[K.TRIPLET_B]))
 
 
-def metadata(model) -> dict:
+def metadata(model, n_models: int = 1) -> dict:
     """What a user of the artifact needs besides the program: cutoffs, dtype, targets, inputs."""
     from ._version import __version__
 
@@ -99,6 +107,7 @@ def metadata(model) -> dict:
                     for name, t in model.config.targets.items() if t.gradient_of is None},
         "gradients": {name: {"of": t.gradient_of, "level": t.level, "rank": t.rank, "unit": t.unit, "key": t.key}
                       for name, t in model.config.targets.items() if t.gradient_of is not None},
+        "ensemble": n_models,  # > 1: the outputs are the mean of that many models (a deep ensemble)
     }
 
 
@@ -115,15 +124,18 @@ def export_model(model, path) -> Path:
     # one pass (the chunked loop is data-dependent Python, which torch.export cannot trace)
     cfg = model.config
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, chunk_triplets=None, checkpoint="none"))
-    one_pass = build_model(cfg)
-    one_pass.load_state_dict(model.state_dict())
-    model = one_pass.cpu().eval()
-    wrapper = ExportWrapper(model).eval()
+    members = []
+    for source in [model, *model.ensemble_members()]:  # a deep ensemble: every member, the mean exported
+        one_pass = build_model(cfg)
+        one_pass.load_state_dict(source.state_dict())
+        members.append(one_pass.cpu().eval())
+    model = members[0]
+    wrapper = ExportWrapper(model, members[1:]).eval()
     atoms, edges, trips = Dim("n_atoms", min=2), Dim("n_edges", min=2), Dim("n_triplets", min=2)
     shapes = ({0: atoms}, {0: atoms}, None, {1: edges}, {0: edges}, {0: trips}, {0: trips})
     with torch.no_grad():
         program = torch.export.export(wrapper, example_inputs(model), dynamic_shapes=shapes, strict=False)
-    torch.export.save(program, path, extra_files={"etgnn.json": json.dumps(metadata(model))})
+    torch.export.save(program, path, extra_files={"etgnn.json": json.dumps(metadata(model, len(members)))})
     return path
 
 

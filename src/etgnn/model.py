@@ -78,8 +78,10 @@ class ETGNN(nn.Module):
         if stats.elements:
             self.elements_seen[torch.as_tensor(stats.elements, dtype=torch.long)] = True
         self.baselines: dict | None = stats.baselines
-        #: calibrated per-component uncertainty (an :class:`etgnn.uncertainty.LLPR`), or None;
-        #: set by ``etgnn calibrate`` / ``training.uncertainty: llpr``, kept in the model file
+        #: calibrated per-component uncertainty (an :class:`etgnn.uncertainty.LLPR` or, for a deep
+        #: ensemble whose mean is then the prediction, an :class:`etgnn.uncertainty.Ensemble`), or
+        #: None; set by ``etgnn calibrate`` / ``training.uncertainty`` / ``training.ensemble``, kept
+        #: in the model file
         self.uncertainty = None
 
     @property
@@ -105,8 +107,16 @@ class ETGNN(nn.Module):
         return edge_geometry(batch, self.backbone.cutoff_fn, self.backbone.triplet_cutoff_fn)
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Every target of a batch; with a deep ensemble (``model.uncertainty`` an
+        :class:`etgnn.uncertainty.Ensemble`) the mean of its members' outputs."""
+        if self.ensemble_members():
+            return self.mean_outputs(self.member_outputs(batch))
+        return self._forward_one(batch)
+
+    def _forward_one(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Every target of a batch from this model's own weights."""
         if not self.gradient_targets:
-            return self.forward_tensors(batch)
+            return self._tensors(self.geometry(batch))
         # conservative targets (F = -dE/dR): the one place a gradient is taken.  With gradients
         # enabled (training) the forces keep their graph, so a loss on them trains the weights.
         keep_graph = torch.is_grad_enabled()
@@ -122,8 +132,46 @@ class ETGNN(nn.Module):
 
     def forward_tensors(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """The targets with a head of their own (every target but the ``gradient_of`` ones) of a
-        batch from :func:`etgnn.data.batch.collate`; differentiable in the positions."""
-        return self._tensors(self.geometry(batch))
+        batch from :func:`etgnn.data.batch.collate`; differentiable in the positions.  With a deep
+        ensemble, the mean of its members' (so a gradient of it is the mean of theirs)."""
+        outs = [m._tensors(m.geometry(batch)) for m in [self, *self.ensemble_members()]]
+        return outs[0] if len(outs) == 1 else self.mean_outputs(outs)
+
+    # ------------------------------------------------------------------ deep ensembles
+    def ensemble_members(self) -> list["ETGNN"]:
+        """The other members of this model's deep ensemble (``[]`` without one), moved to this
+        model's device, dtype and train / eval mode first."""
+        others = list(getattr(self.uncertainty, "members", None) or [])
+        if others:
+            p = next(self.parameters())
+            for m in others:
+                q = next(m.parameters())
+                if q.device != p.device or q.dtype != p.dtype:
+                    m.to(device=p.device, dtype=p.dtype)
+                if m.training != self.training:
+                    m.train(self.training)
+        return others
+
+    def member_outputs(self, batch: dict[str, Tensor]) -> list[dict[str, Tensor]]:
+        """``[{target: tensor}]`` of every member of the ensemble, this model's own first (a model
+        without an ensemble: its own outputs only)."""
+        return [self._forward_one(batch)] + [m._forward_one(batch) for m in self.ensemble_members()]
+
+    @staticmethod
+    def mean_outputs(outs: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        """The mean over members of :meth:`member_outputs` (the ensemble's prediction)."""
+        return {name: torch.stack([o[name] for o in outs]).mean(0) for name in outs[0]}
+
+    def replica(self, state_dict: dict) -> "ETGNN":
+        """A model of this one's config (no uncertainty) holding ``state_dict``: a member of a deep
+        ensemble, on this model's device and dtype, in its train / eval mode."""
+        with torch.random.fork_rng(devices=[]):
+            other = type(self)(self.config)
+        p = next(self.parameters())
+        other = other.to(device=p.device, dtype=p.dtype)
+        other.load_state_dict(state_dict)
+        other.baselines = self.baselines
+        return other.train(self.training)
 
     @property
     def gradient_targets(self) -> dict[str, str]:
@@ -204,15 +252,17 @@ class ETGNN(nn.Module):
         where = list(where) if where is not None else [f"structure {k}" for k in range(len(graphs))]
         self._check_elements(graphs, where)
         batch = to_device(collate(graphs, dtype=self.dtype), self.device)
-        out = self(batch)
         n_atoms = batch[K.N_ATOMS].cpu().numpy()
         bounds = np.concatenate([[0], np.cumsum(n_atoms)])
-        arrays = {name: value.detach().cpu().double().numpy() for name, value in out.items()}
         if uncertainty:
             if self.uncertainty is None:
                 raise EtgnnError("this model has no uncertainty: add it with `etgnn calibrate CHECKPOINT -o "
-                                 "MODEL.pt` (or train with training.uncertainty: llpr)")
-            std = self.uncertainty.std(self, batch)
+                                 "MODEL.pt` (or train with training.uncertainty: llpr or training.ensemble: N)")
+            out, std = self.uncertainty.predict(self, batch)
+        else:
+            out = self(batch)
+        arrays = {name: value.detach().cpu().double().numpy() for name, value in out.items()}
+        if uncertainty:
             arrays.update({f"{name}_std": value.cpu().numpy() for name, value in std.items()})
         split = []
         for g in range(len(graphs)):
@@ -364,8 +414,8 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     state.setdefault("elements_seen", model.elements_seen)  # files written before etgnn 0.1.0 final
     model.load_state_dict(state)
     model.baselines = ckpt.get("baselines")  # absent before etgnn stored them
-    if ckpt.get("uncertainty") is not None:  # etgnn calibrate / training.uncertainty (docs/uncertainty.md)
-        from .uncertainty import LLPR
+    if ckpt.get("uncertainty") is not None:  # etgnn calibrate / training.uncertainty / .ensemble (docs/uncertainty.md)
+        from .uncertainty import uncertainty_from_state_dict
 
-        model.uncertainty = LLPR.from_state_dict(ckpt["uncertainty"], model)
+        model.uncertainty = uncertainty_from_state_dict(ckpt["uncertainty"], model)
     return model.to(map_location)

@@ -41,6 +41,8 @@ class GammaSamples:
         strengths: (S, n_modes, 3, 3) oscillator strengths, e^2/amu.
         epsilon_static: (S, 3, 3) eps_0.
         dropped: samples left out because their eps_inf was not positive definite.
+        source: what the samples are (``"32 posterior samples of the model (LLPR)"``, or a deep
+            ensemble's members; :func:`etgnn.uncertainty.sampling.describe_samples`).
     """
 
     born: np.ndarray
@@ -52,6 +54,7 @@ class GammaSamples:
     strengths: np.ndarray
     epsilon_static: np.ndarray
     dropped: int = 0
+    source: str = "posterior samples of the model (LLPR)"
 
     @property
     def n_samples(self) -> int:
@@ -73,7 +76,8 @@ def sample_gamma_modes(phonon, model, n_samples: int, direction=(1.0, 0.0, 0.0),
 
     Args:
         phonon: a ``Phonopy`` with force constants; its NAC parameters are restored afterwards.
-        model: an :class:`etgnn.ETGNN` with ``model.uncertainty``.
+        model: an :class:`etgnn.ETGNN` with ``model.uncertainty`` (LLPR, or a deep ensemble: then
+            the samples are its members, whatever ``n_samples``).
         n_samples: posterior samples (>= 1).
         direction: Cartesian q -> 0 direction of the NAC.
         seed: seed of the weight draws (the same seed gives the same samples).
@@ -82,7 +86,7 @@ def sample_gamma_modes(phonon, model, n_samples: int, direction=(1.0, 0.0, 0.0),
     Raises:
         DataError: no sample has a positive-definite eps_inf.
     """
-    from ..uncertainty.sampling import posterior_samples
+    from ..uncertainty.sampling import describe_samples, posterior_samples
     from .phonons import gamma_modes, nac_params, set_nac
 
     if n_samples < 1:
@@ -115,7 +119,8 @@ def sample_gamma_modes(phonon, model, n_samples: int, direction=(1.0, 0.0, 0.0),
     if not out["born"]:
         raise DataError(f"none of the {n_samples} posterior samples of {source} has a positive-definite eps_inf: "
                         "the uncertainty of eps_inf is too large for phonons")
-    return GammaSamples(**{k: np.stack(v) for k, v in out.items()}, dropped=dropped)
+    return GammaSamples(**{k: np.stack(v) for k, v in out.items()}, dropped=dropped,
+                        source=describe_samples(model, n_samples))
 
 
 def _pm(mean, std, fmt: str) -> str:
@@ -131,10 +136,9 @@ def format_uncertainty(samples: GammaSamples, modes, epsilon_inf) -> str:
     from phonopy.physical_units import get_physical_units
 
     cm = get_physical_units().THzToCm
-    n = samples.n_samples
     diag = lambda t: np.diagonal(t, axis1=-2, axis2=-1)  # noqa: E731
-    lines = [f"Uncertainty, +- one sigma over {n} posterior samples of the Born charges and eps_inf "
-             f"(LLPR; docs/uncertainty.md)" + (f", {samples.dropped} dropped (eps_inf not positive definite)"
+    lines = [f"Uncertainty, +- one sigma of the Born charges and eps_inf over {samples.source} "
+             f"(docs/uncertainty.md)" + (f", {samples.dropped} dropped (eps_inf not positive definite)"
                                                if samples.dropped else "") + ":",
              "eps_inf diagonal = " + ", ".join(_pm(m, s, ".3f") for m, s in zip(diag(np.asarray(epsilon_inf)), diag(samples.std("epsilon_inf")))),
              "eps_0   diagonal = " + ", ".join(_pm(m, s, ".3f") for m, s in zip(diag(modes.epsilon_static), diag(samples.std("epsilon_static")))),

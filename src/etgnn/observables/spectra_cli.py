@@ -156,12 +156,13 @@ def _series(args, kind, target):
         raise ConfigError(f"checkpoint not found: {args.checkpoint}")
     model = load_model(args.checkpoint, map_location=resolve_device(args.device))
     if args.uncertainty:
-        from ..uncertainty.sampling import SampledPredictor
+        from ..uncertainty.sampling import SampledPredictor, describe_samples
 
         if model.uncertainty is None:
             raise ConfigError(f"--uncertainty: {args.checkpoint} has no uncertainty; add it with `etgnn calibrate`")
         if args.samples < 2:
             raise ConfigError(f"--samples must be >= 2 for a band, got {args.samples}")
+        args.samples_from = describe_samples(model, args.samples)
         model = SampledPredictor(model, args.samples, args.seed)  # values get a sample axis: prediction, samples
     progress = False if args.no_progress else None
     series = predict_series(model, args.trajectory, kind, target, batch_size=args.batch_size,
@@ -275,9 +276,9 @@ def _with_band(args, values, make):
             spec.columns[name + suffix] = band
             if name in spec.units:
                 spec.units[name + suffix] = spec.units[name]
-    spec.meta["uncertainty"] = (f"{len(specs) - 1} posterior samples of the model (LLPR), band = "
-                                f"{BAND[0]}th-{BAND[1]}th percentile over them")
-    print(f"uncertainty: {len(specs) - 1} posterior samples, band {BAND[0]}th-{BAND[1]}th percentile")
+    source = getattr(args, "samples_from", f"{len(specs) - 1} posterior samples of the model (LLPR)")
+    spec.meta["uncertainty"] = f"{source}, band = {BAND[0]}th-{BAND[1]}th percentile over them"
+    print(f"uncertainty: {source}, band {BAND[0]}th-{BAND[1]}th percentile")
     return spec
 
 

@@ -59,6 +59,13 @@ def fit_uncertainty(model, splits: dict, *, batch_size: int | None = None, metho
     """
     from ..uncertainty import LLPR, evaluate_uncertainty
 
+    if getattr(model.uncertainty, "method", None) == "ensemble":  # LLPR of member 0, which then predicts alone
+        import warnings
+
+        warnings.warn(f"the model is a deep ensemble of {model.uncertainty.size} models: LLPR is fitted to its "
+                      "first member, which replaces the ensemble (the members' mean) as the prediction", stacklevel=2)
+        model.uncertainty = None
+        model.config = dataclasses.replace(model.config, training=dataclasses.replace(model.config.training, ensemble=1))
     model.uncertainty = LLPR.fit(model, splits["train"], splits["val"], batch_size=batch_size, method=method,
                                  progress=progress)
     out = {"calibration": {n: p.calibration for n, p in model.uncertainty.posteriors.items()}}

@@ -15,6 +15,9 @@ _TRAIN_HELP = """\
 Train a model; overrides like training.lr=3e-4 are applied to CONFIG. The run directory (run_dir)
 receives config.yaml, best.ckpt, last.ckpt, log.csv, metrics.json and parity plots; --resume
 continues from last.ckpt and replays exactly what an uninterrupted run would have done.
+training.ensemble=N trains N models (seeds model.seed + k, training.seed + k) in run_dir/member_k
+and joins them in run_dir/best.ckpt, whose prediction is their mean and NAME_std their calibrated
+spread; --resume continues member by member.
 
 Several processes: training.strategy=ddp training.devices=N spawns N processes on this machine;
 for several nodes start one process per device with torchrun, e.g.
@@ -36,8 +39,8 @@ Field naming in OUTPUT (units of the training data):
   per-structure target NAME        comment-line entry NAME with 3**M values, row-major
                                    (a single number for M=0)
 With --keep-labels an input field named like a prediction is written as NAME_input.
-With --uncertainty (a model from etgnn calibrate) each target NAME also gets NAME_std, one
-standard deviation per component, laid out as NAME.
+With --uncertainty (a model from etgnn calibrate, or a deep ensemble: training.ensemble) each
+target NAME also gets NAME_std, one standard deviation per component, laid out as NAME.
 """
 
 _MAP_HELP = ("read the checkpoint's data key (or target) KEY from this data's FIELD, e.g. "
@@ -135,9 +138,16 @@ def _train(args) -> int:
     result = train(cfg, resume=args.resume)  # prints the run directory first
     if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports
         return 0
+    for k, member in enumerate(result.members):  # a deep ensemble (training.ensemble)
+        print(f"member {k} ({member.run_dir}): stopped: {member.stopped} after {member.epochs_run} epochs; best epoch "
+              f"{member.best_epoch}, val loss {member.best_val_loss:.5g}")
     how = f"{result.stopped} (mid-epoch {result.epochs_run}, discarded)" if result.mid_epoch else result.stopped
-    print(f"stopped: {how} after {result.epochs_run} epochs; best epoch {result.best_epoch}, "
-          f"val loss {result.best_val_loss:.5g}")
+    if result.members:
+        print(f"ensemble of {len(result.members)} models (their mean): val loss {result.best_val_loss:.5g}; "
+              f"model file {Path(result.run_dir) / 'best.ckpt'}")
+    else:
+        print(f"stopped: {how} after {result.epochs_run} epochs; best epoch {result.best_epoch}, "
+              f"val loss {result.best_val_loss:.5g}")
     if result.metrics:
         print(format_table(result.metrics))
     return 0
@@ -150,7 +160,10 @@ def _resume_command(args, argv: list[str]) -> str:
 
     from ..config import load_config
 
-    last = Path(load_config(args.config, list(args.overrides)).run_dir) / "last.ckpt"
+    cfg = load_config(args.config, list(args.overrides))
+    lasts = [Path(cfg.run_dir) / "last.ckpt"] + sorted(Path(cfg.run_dir).glob("member_*/last.ckpt"))  # an ensemble's
+    existing = [p for p in lasts if p.is_file()]
+    last = max(existing, key=lambda p: p.stat().st_mtime) if existing else lasts[0]
     if not last.is_file():
         return f"no epoch completed, nothing to resume; start again with: {shlex.join(['etgnn', *argv])}"
     again = ["etgnn", *argv] + ([] if args.resume else ["--resume"])

@@ -27,7 +27,7 @@ import math
 import os
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -46,6 +46,7 @@ from ..data.statistics import atomic_numbers
 from ..targets import total_loss
 from ..targets.metrics import METRIC_NAMES, full_metrics
 from .runlog import board_epoch, open_board, remove_partial_files, report_cache, say
+from .result import TrainResult, result_from_files
 from .schedule import LRSchedule
 
 __all__ = ["TrainResult", "train"]
@@ -56,31 +57,6 @@ _CHECKED_SECTIONS = ("model", "targets", "data")
 #: an epoch resets the early-stopping counter only if it lowers the best validation loss by this
 #: relative amount (the default threshold of ReduceLROnPlateau); any lower loss updates best.ckpt
 MIN_REL_IMPROVEMENT = 1e-4
-
-
-@dataclass
-class TrainResult:
-    """Outcome of :func:`train`.
-
-    Attributes:
-        best_val_loss: lowest validation loss (normalised units, as the training loss).
-        best_epoch: its epoch (0-based); -1 if no epoch ran.
-        epochs_run: epochs completed by the whole run (all sessions).
-        metrics: ``{"val": {target: {metric: value}}, "test": {...}}`` of the best model, data units
-            (empty on DDP ranks other than 0).
-        run_dir: the run directory.
-        stopped: why training ended (``"max_epochs"``, ``"early_stopping"``, ``"max_time"``).
-        mid_epoch: ``max_time`` struck inside an epoch; that fragment was discarded (not logged,
-            never a best epoch, not in ``epochs_run``; a resumed run replays it whole).
-    """
-
-    best_val_loss: float
-    best_epoch: int
-    epochs_run: int
-    metrics: dict = field(default_factory=dict)
-    run_dir: Path = Path(".")
-    stopped: str = "max_epochs"
-    mid_epoch: bool = False
 
 
 @dataclass
@@ -100,7 +76,9 @@ def train(config, *, resume: bool = False, callback=None) -> TrainResult:
         resume: continue from ``run_dir/last.ckpt`` (a fresh run if there is none yet).
         callback: ``callback(epoch, val_loss)`` called after each validation (rank 0); it may
             raise (e.g. ``optuna.TrialPruned``) to stop training, and the exception propagates.
-            Not available when DDP processes are spawned by ``train`` itself.
+            Not available when DDP processes are spawned by ``train`` itself, nor for an ensemble.
+
+    With ``training.ensemble: N > 1`` it trains a deep ensemble (:mod:`etgnn.train.ensemble`).
 
     Raises:
         ConfigError: invalid config, a run directory that already holds a run (without
@@ -109,6 +87,14 @@ def train(config, *, resume: bool = False, callback=None) -> TrainResult:
     """
     cfg = load_config(config)
     tr = cfg.training
+    if tr.ensemble > 1:  # N runs of this function, one per member, then one model file
+        from .ensemble import train_ensemble
+
+        if ddp.launched_by_torchrun() or callback is not None:
+            raise ConfigError(f"training.ensemble: {tr.ensemble} trains its members one after the other in one "
+                              "process (each may use training.strategy: ddp); it takes no callback (etgnn tune) "
+                              "and no torchrun launch")
+        return train_ensemble(cfg, train, resume=resume)
     if ddp.launched_by_torchrun():
         _check_run_dir(cfg, resume)  # every rank, before rank 0 can write anything
         env = os.environ
@@ -132,7 +118,7 @@ def train(config, *, resume: bool = False, callback=None) -> TrainResult:
         import torch.multiprocessing as mp
 
         mp.spawn(_spawn_entry, args=(config_to_dict(cfg), resume, ddp.free_port(), world), nprocs=world, join=True)
-        return _result_from_files(Path(cfg.run_dir))
+        return result_from_files(Path(cfg.run_dir))
     ctx = ddp.DistContext(device=ddp.resolve_device(tr.device))
     return _run(cfg, ctx, resume, callback)
 
@@ -417,12 +403,6 @@ def _final_evaluation(cfg: Config, model, ema, splits, device, run_dir: Path) ->
                                           baselines=model.baselines)
         parity_plot(pred, ref, run_dir / f"parity_{split}.png", m, units, title=f"{split} ({len(splits[split])} structures)")
     return metrics
-
-
-def _result_from_files(run_dir: Path) -> TrainResult:
-    data = json.loads((run_dir / "metrics.json").read_text())
-    metrics = {k: v for k, v in data.items() if k in ("val", "test")}
-    return TrainResult(data["best_val_loss"], data["best_epoch"], data["epochs_run"], metrics, run_dir, data["stopped"])
 
 
 def _write_json(path: Path, obj: dict) -> None:

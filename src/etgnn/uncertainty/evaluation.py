@@ -17,7 +17,7 @@ def predict_with_std(model, dataset, *, batch_size: int | None = None):
     """``(pred, ref, std)``: ``{target: array}`` over ``dataset`` for the targets with uncertainty.
 
     Args:
-        model: an :class:`etgnn.model.ETGNN` with ``model.uncertainty`` set.
+        model: an :class:`etgnn.model.ETGNN` with ``model.uncertainty`` set (LLPR or an ensemble).
         dataset: a labelled :class:`etgnn.data.dataset.GraphDataset`.
         batch_size: structures per batch (default ``training.batch_size``).
 
@@ -37,8 +37,7 @@ def predict_with_std(model, dataset, *, batch_size: int | None = None):
     try:
         for batch in make_loader(dataset, model.config, shuffle=False, batch_size=batch_size):
             batch = to_device(batch, model.device)
-            out = model(batch)
-            sig = llpr.std(model, batch)
+            out, sig = llpr.predict(model, batch)  # LLPR: model(batch) and its std; an ensemble: one pass
             for n in names:
                 pred[n].append(out[n].detach().cpu().double().numpy())
                 ref[n].append(batch[n].detach().cpu().double().numpy())

@@ -30,7 +30,7 @@ from ..targets.losses import labelled_mask
 from .features import last_layer_features, n_last_layer
 from .posterior import DEFAULT_GRID, LastLayerPosterior
 
-__all__ = ["LLPR", "supported_targets", "FORMAT"]
+__all__ = ["LLPR", "supported_targets", "unseen_rows", "floor_unseen", "warn_unseen_std", "FORMAT"]
 
 #: version of :meth:`LLPR.state_dict`'s layout
 FORMAT = 1
@@ -45,6 +45,42 @@ def _loader(model, dataset, batch_size):
     from ..data.dataset import make_loader
 
     return make_loader(dataset, model.config, shuffle=False, batch_size=batch_size)
+
+
+def unseen_rows(model, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor] | None:
+    """``(atom rows, structure rows)`` bool masks of the structures of ``batch`` holding an element
+    absent from the model's training data (``None`` when there is none, or the model has no record)."""
+    seen = model.elements_seen
+    if not bool(seen.any()):
+        return None
+    owner, n_graphs = batch[K.BATCH], batch[K.N_ATOMS].shape[0]
+    unseen_atom = ~seen[batch[K.NUMBERS]]
+    if not bool(unseen_atom.any()):
+        return None
+    graphs = torch.zeros(n_graphs, dtype=torch.bool, device=owner.device).index_fill_(0, owner[unseen_atom], True)
+    return graphs[owner], graphs
+
+
+def warn_unseen_std(model, batch: dict[str, Tensor]) -> None:
+    """Warn that the standard deviations of structures with unseen elements are raised (naming them)."""
+    from ase.data import chemical_symbols
+
+    z = torch.unique(batch[K.NUMBERS][~model.elements_seen[batch[K.NUMBERS]]]).tolist()
+    warn(f"element(s) {', '.join(chemical_symbols[int(k)] for k in z)} absent from the training data: the "
+         "standard deviations of those structures are raised to at least each target's training spread",
+         UnseenElementWarning)
+
+
+def floor_unseen(sigma: Tensor, head, unseen: tuple[Tensor, Tensor] | None) -> Tensor:
+    """``sigma`` (n_rows, C) with the rows of structures holding an unseen element raised to at least
+    the head's training spread (its normaliser's scale); a component with sigma 0 (forbidden by
+    the site symmetry) stays 0."""
+    if unseen is None:
+        return sigma
+    rows = unseen[0] if head.level == "atom" else unseen[1]
+    low = sigma[rows]
+    sigma[rows] = torch.where(low > 0, low.clamp(min=float(head.scale)), low)  # forbidden: stays 0
+    return sigma
 
 
 class LLPR:
@@ -138,16 +174,7 @@ class LLPR:
         return self._features(model, batch)[0]
 
     def _unseen_rows(self, model, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor] | None:
-        """``(atom rows, structure rows)`` bool masks of structures holding an unseen element."""
-        seen = model.elements_seen
-        if not bool(seen.any()):
-            return None
-        owner, n_graphs = batch[K.BATCH], batch[K.N_ATOMS].shape[0]
-        unseen_atom = ~seen[batch[K.NUMBERS]]
-        if not bool(unseen_atom.any()):
-            return None
-        graphs = torch.zeros(n_graphs, dtype=torch.bool, device=owner.device).index_fill_(0, owner[unseen_atom], True)
-        return graphs[owner], graphs
+        return unseen_rows(model, batch)
 
     def std(self, model, batch: dict[str, Tensor], *, covariance: bool = False) -> dict[str, Tensor]:
         """One standard deviation per output component, shaped like the prediction.
@@ -165,14 +192,9 @@ class LLPR:
             stay 0), and a warning names the elements.
         """
         jac = self.features(model, batch)
-        unseen = self._unseen_rows(model, batch)
+        unseen = unseen_rows(model, batch)
         if unseen is not None:
-            from ase.data import chemical_symbols
-
-            z = torch.unique(batch[K.NUMBERS][~model.elements_seen[batch[K.NUMBERS]]]).tolist()
-            warn(f"element(s) {', '.join(chemical_symbols[int(k)] for k in z)} absent from the training data: the "
-                 "standard deviations of those structures are raised to at least each target's training spread",
-                 UnseenElementWarning)
+            warn_unseen_std(model, batch)
         out = {}
         for name, post in self.posteriors.items():
             head = model.heads[name]
@@ -185,13 +207,14 @@ class LLPR:
                     cov[rows] = cov[rows] + torch.diag_embed(allowed * float(head.scale) ** 2)
                 out[name] = cov
                 continue
-            sigma = post.variance(j).sqrt()
-            if unseen is not None:
-                rows = unseen[0] if head.level == "atom" else unseen[1]
-                low = sigma[rows]
-                sigma[rows] = torch.where(low > 0, low.clamp(min=float(head.scale)), low)  # forbidden: stays 0
+            sigma = floor_unseen(post.variance(j).sqrt(), head, unseen)
             out[name] = sigma.reshape(sigma.shape[0], *(3,) * head.rank)
         return out
+
+    def predict(self, model, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """``(model(batch), self.std(model, batch))``: the prediction and its standard deviations
+        (the interface :meth:`etgnn.ETGNN.predict_graphs` uses for every uncertainty layer)."""
+        return model(batch), self.std(model, batch)
 
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["LastLayerPosterior", "Calibrator", "DEFAULT_GRID", "METHODS"]
+__all__ = ["LastLayerPosterior", "Calibrator", "VarianceCalibrator", "DEFAULT_GRID", "METHODS"]
 
 #: regularisers tried by the calibration, relative to the mean eigenvalue of F^T F
 DEFAULT_GRID = tuple(10.0 ** np.arange(-8.0, 2.01, 0.5))
@@ -145,49 +145,37 @@ class LastLayerPosterior:
 METHODS = ("coverage2", "coverage1", "likelihood")
 
 
-class Calibrator:
-    """Fit ``lambda`` and ``alpha^2`` of a :class:`LastLayerPosterior` on validation residuals.
+class VarianceCalibrator:
+    """Fit the scale ``alpha^2`` of uncalibrated variances ``v`` (one per component and candidate
+    of a grid) on validation residuals: ``sigma^2 = alpha^2 v``.
 
-    Feed it batches with :meth:`add`, then :meth:`finish` sets the posterior.  For every
-    regulariser of the grid it keeps ``e^2 / v`` and ``log v`` per component and the mean ``v``
-    and squared error per row (numbers x grid, not the features).
+    The part of the calibration that does not depend on where ``v`` comes from: LLPR's
+    :class:`Calibrator` feeds it ``f^T (F^T F + lambda I)^-1 f`` for every ``lambda`` of its grid, a
+    deep ensemble (:class:`etgnn.uncertainty.Ensemble`) the variance of its members (a grid of
+    one).  It keeps ``e^2 / v`` and ``log v`` per component and the mean ``v`` and squared error per
+    row (numbers x grid).
 
-    Methods (:data:`METHODS`): residuals of real models are heavy-tailed (a few crystals with
-    errors ten times the typical), so the Gaussian likelihood makes every sigma large to cover
-    them (phonondb: 98 % of components within 1 sigma); matching a coverage is robust to the
-    tail.  With ``coverage2`` (default) the share within 2 sigma is Gaussian's, the issue's goal;
-    ``coverage1`` gives the smallest miscalibration area but covers fewer components at 2 sigma.
-    ``lambda``, which sets how sigma ranks the rows and not their scale, is then the one whose
-    sigma ranks the validation rows' errors best (Spearman).
+    Args:
+        relative: the grid (``L`` values; what they mean is the caller's).
+        method: one of :data:`METHODS`.
     """
 
-    def __init__(self, posterior: LastLayerPosterior, grid=DEFAULT_GRID, method: str = "coverage2"):
-        if posterior.n_components == 0:
-            raise ValueError("no training components were accumulated: nothing to calibrate")
+    def __init__(self, relative, method: str = "coverage2"):
         if method not in METHODS:
             raise ValueError(f"calibration method must be one of {', '.join(METHODS)}, got {method!r}")
-        self.posterior, self.method = posterior, method
-        self.relative = np.asarray(grid, dtype=float)
-        s, u = posterior.eig()
-        self.lambdas = torch.as_tensor(self.relative * posterior.mean_eigenvalue, dtype=torch.float64)
-        self._u = u
-        self._inv = 1.0 / (s.unsqueeze(1) + self.lambdas.unsqueeze(0))  # (P, L)
+        self.method = method
+        self.relative = np.asarray(relative, dtype=float)
         self._ratio: list[Tensor] = []
         self._logv: list[Tensor] = []
         self._row_v: list[Tensor] = []
         self._row_e: list[Tensor] = []
         self.n_negligible = 0
 
-    def add(self, f: Tensor, err: Tensor) -> None:
-        """Validation features ``f`` (n_rows, C, P) and residuals ``err`` = prediction - label
-        (n_rows, C) of labelled rows (a row: an atom or a structure; (m, P) and (m,): one
-        component per row)."""
-        f = f.detach().to("cpu", torch.float64)
-        f = f.reshape(f.shape[0], -1, self.posterior.n_features)
-        err = err.detach().to("cpu", torch.float64).reshape(f.shape[0], -1)
-        negligible = self.posterior.negligible(f)  # (n_rows, C)
+    def add_variance(self, v: Tensor, negligible: Tensor, err: Tensor) -> None:
+        """Uncalibrated variances ``v`` (n_rows, C, L), the components a symmetry forbids
+        ``negligible`` (n_rows, C) bool, and residuals ``err`` = prediction - label (n_rows, C) of
+        labelled rows (float64, CPU)."""
         self.n_negligible += int(negligible.sum())
-        v = ((f @ self._u) ** 2) @ self._inv  # (n_rows, C, L)
         v = v.masked_fill(negligible.unsqueeze(-1), 0.0)
         keep = ~negligible
         self._ratio.append(err[keep].unsqueeze(1) ** 2 / v[keep])
@@ -205,11 +193,11 @@ class Calibrator:
             out.append(r)
         return np.asarray(out)
 
-    def finish(self) -> dict:
-        """Set the posterior's ``lambda`` and ``alpha^2`` by :attr:`method` and return
-        ``posterior.calibration``: method, relative and absolute lambda, alpha, NLL per
-        component, validation Spearman per row, components, the share within 1 and 2 sigma after
-        calibration (validation), and the grid's NLL and Spearman."""
+    def fit(self) -> tuple[int, float, dict]:
+        """``(k, alpha^2, report)``: the grid index chosen by :attr:`method`, its ``alpha^2`` and
+        what the fit found (method, description, NLL per component, validation Spearman per row,
+        components, the share within 1 and 2 sigma after calibration, and the grid's NLL and
+        Spearman)."""
         if not self._ratio:
             raise ValueError("no validation components: the calibration needs labelled validation data")
         ratio, logv = torch.cat(self._ratio), torch.cat(self._logv)
@@ -231,15 +219,64 @@ class Calibrator:
                 else int(np.argmin(np.abs(self.relative - 1e-4)))
             how = (f"share of validation components within {mult:g} sigma matched to a Gaussian's ({level:.3f}); "
                    "lambda: best validation Spearman(sigma, error) per row on a grid")
-        self.posterior.set(float(self.lambdas[k]), float(alpha2[k]))
         z = torch.sqrt(ratio[:, k] / alpha2[k])
-        self.posterior.calibration = {
-            "method": self.method, "description": how,
-            "lambda_relative": float(self.relative[k]), "lambda": float(self.lambdas[k]),
-            "alpha": math.sqrt(float(alpha2[k])), "nll": float(nll[k]), "spearman": float(spearman[k]),
+        report = {
+            "method": self.method, "description": how, "nll": float(nll[k]), "spearman": float(spearman[k]),
             "n_components": int(ratio.shape[0]), "n_negligible": self.n_negligible,
             "coverage_1sigma": float((z <= 1.0).double().mean()), "coverage_2sigma": float((z <= 2.0).double().mean()),
             "grid_relative": [float(x) for x in self.relative], "grid_nll": [float(x) for x in nll],
             "grid_spearman": [float(x) for x in spearman],
+        }
+        return k, float(alpha2[k]), report
+
+
+class Calibrator(VarianceCalibrator):
+    """Fit ``lambda`` and ``alpha^2`` of a :class:`LastLayerPosterior` on validation residuals.
+
+    Feed it batches with :meth:`add`, then :meth:`finish` sets the posterior.  For every
+    regulariser of the grid it keeps ``e^2 / v`` and ``log v`` per component and the mean ``v``
+    and squared error per row (numbers x grid, not the features; :class:`VarianceCalibrator`).
+
+    Methods (:data:`METHODS`): residuals of real models are heavy-tailed (a few crystals with
+    errors ten times the typical), so the Gaussian likelihood makes every sigma large to cover
+    them (phonondb: 98 % of components within 1 sigma); matching a coverage is robust to the
+    tail.  With ``coverage2`` (default) the share within 2 sigma is Gaussian's, the issue's goal;
+    ``coverage1`` gives the smallest miscalibration area but covers fewer components at 2 sigma.
+    ``lambda``, which sets how sigma ranks the rows and not their scale, is then the one whose
+    sigma ranks the validation rows' errors best (Spearman).
+    """
+
+    def __init__(self, posterior: LastLayerPosterior, grid=DEFAULT_GRID, method: str = "coverage2"):
+        if posterior.n_components == 0:
+            raise ValueError("no training components were accumulated: nothing to calibrate")
+        super().__init__(grid, method)
+        self.posterior = posterior
+        s, u = posterior.eig()
+        self.lambdas = torch.as_tensor(self.relative * posterior.mean_eigenvalue, dtype=torch.float64)
+        self._u = u
+        self._inv = 1.0 / (s.unsqueeze(1) + self.lambdas.unsqueeze(0))  # (P, L)
+
+    def add(self, f: Tensor, err: Tensor) -> None:
+        """Validation features ``f`` (n_rows, C, P) and residuals ``err`` = prediction - label
+        (n_rows, C) of labelled rows (a row: an atom or a structure; (m, P) and (m,): one
+        component per row)."""
+        f = f.detach().to("cpu", torch.float64)
+        f = f.reshape(f.shape[0], -1, self.posterior.n_features)
+        err = err.detach().to("cpu", torch.float64).reshape(f.shape[0], -1)
+        negligible = self.posterior.negligible(f)  # (n_rows, C)
+        v = ((f @ self._u) ** 2) @ self._inv  # (n_rows, C, L)
+        self.add_variance(v, negligible, err)
+
+    def finish(self) -> dict:
+        """Set the posterior's ``lambda`` and ``alpha^2`` by :attr:`method` and return
+        ``posterior.calibration``: method, relative and absolute lambda, alpha, NLL per
+        component, validation Spearman per row, components, the share within 1 and 2 sigma after
+        calibration (validation), and the grid's NLL and Spearman."""
+        k, alpha2, report = self.fit()
+        self.posterior.set(float(self.lambdas[k]), alpha2)
+        self.posterior.calibration = {
+            "method": report["method"], "description": report["description"],
+            "lambda_relative": float(self.relative[k]), "lambda": float(self.lambdas[k]),
+            "alpha": math.sqrt(alpha2), **{key: v for key, v in report.items() if key not in ("method", "description")},
         }
         return self.posterior.calibration

@@ -145,11 +145,14 @@ def pool_features(model, frames, *, targets=None, batch_size: int = 8, progress:
     from tqdm.auto import tqdm
 
     llpr = model.uncertainty
-    if llpr is None:
-        from ..errors import EtgnnError
+    from ..errors import EtgnnError
 
+    if llpr is None:
         raise EtgnnError("this model has no uncertainty: add it with `etgnn calibrate CHECKPOINT -o MODEL.pt` "
                          "(or train with training.uncertainty: llpr)")
+    if llpr.method != "llpr":
+        raise EtgnnError(f"selection needs the last-layer posterior of LLPR (its Woodbury updates); this model's "
+                         f"uncertainty is a {llpr.method}: add LLPR to it with `etgnn calibrate MODEL -o MODEL_LLPR.pt`")
     names = list(llpr.posteriors) if targets is None else list(targets)
     for n in names:
         if n not in llpr.posteriors:
