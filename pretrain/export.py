@@ -35,6 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "pretrain"))
 
 from accuracy import SUM_RULE_THRESHOLD, scores  # noqa: E402
 from ase.data import chemical_symbols  # noqa: E402
@@ -162,6 +163,9 @@ def main(argv=None) -> int:
     ap.add_argument("--checkpoint", type=Path, default=ROOT / "pretrain" / "run" / "best.ckpt")
     ap.add_argument("--data", type=Path, default=ROOT / "pretrain" / "data")
     ap.add_argument("--name", default="dielectric-v1")
+    ap.add_argument("--no-uncertainty", action="store_true", help="ship without the calibrated LLPR uncertainty")
+    ap.add_argument("--llpr-train", type=int, default=None, metavar="N",
+                    help="fit LLPR's F^T F on N random training structures (default: all)")
     args = ap.parse_args(argv)
 
     import torch
@@ -173,6 +177,13 @@ def main(argv=None) -> int:
     best_epoch = int(ckpt["epoch"])
     max_epochs = model.config.training.max_epochs
     results = score(model, args.data)
+    uq = None
+    if not args.no_uncertainty:
+        import uncertainty as uq_lib  # pretrain/uncertainty.py
+
+        uq = {"fit": uq_lib.calibrate(model, args.data, args.llpr_train)}
+        uq["held_out"], arrays = uq_lib.score(model, args.data)
+        uq_lib.plot(arrays, ROOT / "docs" / "img" / f"pretrained_{args.name}_uncertainty.png", args.name)
 
     # the shipped file: no optimiser, no paths of this machine
     data = dataclasses.replace(model.config.data, train="pretrain/data/train.extxyz (python pretrain/make_data.py)",
@@ -199,6 +210,7 @@ def main(argv=None) -> int:
         "architecture": {k: getattr(model.config.model, k) for k in ("cutoff", "triplet_cutoff", "hidden_channels",
                                                                       "triplet_channels", "num_blocks")},
         "parameters": int(sum(p.numel() for p in model.parameters())),
+        "uncertainty": uq,
     }
     (out / f"{args.name}.json").write_text(json.dumps(card, indent=1) + "\n")
     write_results(args, card)
@@ -230,6 +242,10 @@ def write_results(args, card: dict) -> None:
                 lines += ["", f"## {set_name}: {target} MAE (e) by the anomalous part of Z "
                           "(|Z_iso - nominal oxidation state|)", "", "| anomalous part | MAE | atoms |", "|---|---|---|"]
                 lines += [f"| {b} | {v['mae']:.4f} | {v['n_atoms']} |" for b, v in m["by_anomaly"].items()]
+    if card.get("uncertainty"):
+        import uncertainty as uq_lib
+
+        lines += uq_lib.markdown(card["uncertainty"])
     (res / f"pretrained_{args.name}.md").write_text("\n".join(lines) + "\n")
 
 
