@@ -82,6 +82,7 @@ def plot(arrays: dict, path: Path, name: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     from etgnn.uncertainty import calibration_curve
 
@@ -96,6 +97,7 @@ def plot(arrays: dict, path: Path, name: str) -> None:
         row_err, row_sig = np.sqrt((err**2).mean(1)), np.sqrt((sig**2).mean(1))
         ax = axes[1] if set_name == "phonondb" else axes[2]
         ax.loglog(row_sig, row_err, ".", ms=2, alpha=0.4)
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         lim = np.array([max(row_sig.min(), 1e-4), row_sig.max()])
         ax.plot(lim, lim, "k-", lw=0.8, label="|error| = sigma")
         ax.plot(lim, 2 * lim, "k--", lw=0.8, label="2 sigma")
