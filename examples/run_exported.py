@@ -45,6 +45,9 @@ def main(model_path: str, structure_path: str) -> None:
     meta = json.loads(extra["etgnn.json"])
     dtype = getattr(torch, meta["dtype"])
     run = program.module()
+    std_of = {out: name for name, out in meta.get("std", {}).items()}  # "bec_std" -> "bec" (a deep ensemble)
+    if (meta.get("uncertainty") or {}).get("note"):  # an LLPR model: predictions only
+        print(f"note: {meta['uncertainty']['note']}", file=sys.stderr)
     for k, atoms in enumerate(ase.io.iread(structure_path)):
         cell, edge_index, shifts, ta, tb = graph(atoms, meta["cutoff"], meta["triplet_cutoff"])
         inputs = (torch.tensor(atoms.positions, dtype=dtype), torch.tensor(atoms.numbers, dtype=torch.int64),
@@ -59,7 +62,7 @@ def main(model_path: str, structure_path: str) -> None:
         meta["targets"].update(gradients)
         for name, value in out.items():
             value = value.detach()
-            t = meta["targets"][name]
+            t = meta["targets"][std_of.get(name, name)]  # NAME_std: one standard deviation per component
             print(f"structure {k} {name} ({t['level']}, rank {t['rank']}, unit {t['unit'] or '-'}): "
                   f"shape {tuple(value.shape)}\n{np.array2string(value.numpy(), precision=4)}")
 

@@ -36,7 +36,7 @@ from ..targets.losses import labelled_mask
 from .llpr import floor_unseen, unseen_rows, warn_unseen_std
 from .posterior import VarianceCalibrator
 
-__all__ = ["Ensemble", "NEGLIGIBLE_STD", "FORMAT"]
+__all__ = ["Ensemble", "calibrated_std", "negligible_spread", "NEGLIGIBLE_STD", "FORMAT"]
 
 #: version of :meth:`Ensemble.state_dict`'s layout
 FORMAT = 1
@@ -47,6 +47,21 @@ NEGLIGIBLE_STD = 1e-5
 _DESCRIPTION = {"coverage2": "share of validation components within 2 sigma matched to a Gaussian's (0.954)",
                 "coverage1": "share of validation components within 1 sigma matched to a Gaussian's (0.683)",
                 "likelihood": "maximum Gaussian likelihood of the validation residuals (closed form)"}
+
+
+def negligible_spread(std: Tensor, head_scale: float) -> Tensor:
+    """True where the members' spread ``std`` (data units) is below :data:`NEGLIGIBLE_STD` of the
+    target's training scale ``head_scale``: a component the site symmetry forbids."""
+    return std <= NEGLIGIBLE_STD * head_scale
+
+
+def calibrated_std(x: Tensor, scale: float, head_scale: float) -> Tensor:
+    """``NAME_std`` from the members' outputs ``x`` (members along dim 0): ``scale`` times their
+    standard deviation (ddof=1) per component, exactly 0 where it is negligible
+    (:func:`negligible_spread`).  Tensor operations only: :class:`Ensemble` and the exported
+    program of a deep ensemble (:mod:`etgnn.export`) both compute sigma with it."""
+    std = x.std(0, correction=1)
+    return (scale * std).masked_fill(negligible_spread(std, head_scale), 0.0)
 
 
 class Ensemble:
@@ -95,7 +110,7 @@ class Ensemble:
             x = torch.stack([o[n].detach() for o in outs]).to(torch.float64)
             x = x.reshape(x.shape[0], x.shape[1], -1)
             stacked[n] = x
-            negligible[n] = x.std(0, correction=1) <= NEGLIGIBLE_STD * float(model.heads[n].scale)
+            negligible[n] = negligible_spread(x.std(0, correction=1), float(model.heads[n].scale))
         return mean, stacked, negligible
 
     def _sigma(self, model, batch, stacked, negligible, covariance: bool = False) -> dict[str, Tensor]:
@@ -114,7 +129,7 @@ class Ensemble:
                     cov[rows] = cov[rows] + torch.diag_embed(allowed * float(head.scale) ** 2)
                 out[n] = cov
                 continue
-            sigma = (scale * x.std(0, correction=1)).masked_fill(negligible[n], 0.0)
+            sigma = calibrated_std(x, scale, float(head.scale))
             sigma = floor_unseen(sigma, head, unseen)
             out[n] = sigma.reshape(sigma.shape[0], *(3,) * head.rank)
         return out

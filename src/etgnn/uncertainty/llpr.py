@@ -30,7 +30,7 @@ from ..targets.losses import labelled_mask
 from .features import last_layer_features, n_last_layer
 from .posterior import DEFAULT_GRID, LastLayerPosterior
 
-__all__ = ["LLPR", "supported_targets", "unseen_rows", "floor_unseen", "warn_unseen_std", "FORMAT"]
+__all__ = ["LLPR", "supported_targets", "unseen_rows", "floor_unseen", "raise_to_floor", "warn_unseen_std", "FORMAT"]
 
 #: version of :meth:`LLPR.state_dict`'s layout
 FORMAT = 1
@@ -77,10 +77,16 @@ def floor_unseen(sigma: Tensor, head, unseen: tuple[Tensor, Tensor] | None) -> T
     the site symmetry) stays 0."""
     if unseen is None:
         return sigma
-    rows = unseen[0] if head.level == "atom" else unseen[1]
-    low = sigma[rows]
-    sigma[rows] = torch.where(low > 0, low.clamp(min=float(head.scale)), low)  # forbidden: stays 0
-    return sigma
+    return raise_to_floor(sigma, unseen[0] if head.level == "atom" else unseen[1], float(head.scale))
+
+
+def raise_to_floor(sigma: Tensor, rows: Tensor, floor: float) -> Tensor:
+    """``sigma`` (n_rows, ...) with the rows where ``rows`` is True (a bool per row, or one 0-dim
+    bool for all of them) raised to at least ``floor`` per component; a component with sigma 0
+    (forbidden by the site symmetry) stays 0.  Tensor operations only, no data-dependent shape:
+    the exported program of a deep ensemble runs it too (:mod:`etgnn.export`)."""
+    rows = rows.reshape(rows.shape + (1,) * (sigma.dim() - rows.dim()))
+    return torch.where(rows & (sigma > 0), sigma.clamp(min=floor), sigma)
 
 
 class LLPR:
