@@ -46,3 +46,29 @@ def test_rigid_motion_adds_no_internal_kinetic_energy():
 ])
 def test_degrees_of_freedom(atoms, dof, note):
     assert degrees_of_freedom(atoms) == (dof, note)
+
+
+class _Model:
+    """The part of a model select_target reads: config.targets (name -> level, rank)."""
+
+    def __init__(self, **targets):
+        from types import SimpleNamespace
+
+        self.config = SimpleNamespace(targets={n: SimpleNamespace(level=lv, rank=r) for n, (lv, r) in targets.items()})
+
+
+def test_select_target_prefers_the_shipped_default_among_several():
+    """dielectric-v1 has born_charges (PBEsol, default) and born_charges_pbe: the spectrum's current
+    route takes born_charges, as etgnn phonons does; with no default name among them it refuses."""
+    from etgnn.errors import ConfigError
+    from etgnn.observables.timeseries import select_target
+
+    shipped = _Model(born_charges=("atom", 2), born_charges_pbe=("atom", 2), epsilon=("structure", 2),
+                     epsilon_pbe=("structure", 2))
+    assert select_target(shipped, None, "atom", 2, "Born charges") == "born_charges"
+    assert select_target(shipped, "born_charges_pbe", "atom", 2, "Born charges") == "born_charges_pbe"
+    two = _Model(z_a=("atom", 2), z_b=("atom", 2))
+    with pytest.raises(ConfigError, match=r"several targets of level atom and rank 2 for Born charges"):
+        select_target(two, None, "atom", 2, "Born charges")
+    with pytest.raises(ConfigError, match=r"no target of level structure and rank 1"):
+        select_target(two, None, "structure", 1, "dipoles")

@@ -33,6 +33,7 @@ import numpy as np
 from ase import units
 
 from ..errors import ConfigError, DataError
+from .born import DEFAULT_NAMES
 from .spectra import polarization_current
 
 __all__ = ["Series", "select_target", "frame_velocities", "internal_kinetic_energy", "degrees_of_freedom",
@@ -76,7 +77,9 @@ class Series:
 
 
 def select_target(model, name: str | None, level: str, rank: int, what: str) -> str:
-    """The target ``name`` of ``model``, or its only target of this level and rank.
+    """The target ``name`` of ``model``, or its only target of this level and rank; among several,
+    the one named as a shipped model's default output (:data:`etgnn.observables.born.DEFAULT_NAMES`:
+    ``born_charges``, ``epsilon``), as ``etgnn phonons`` chooses.
 
     Raises:
         ConfigError: naming the model's targets when ``name`` is unknown or the choice is not unique.
@@ -92,6 +95,9 @@ def select_target(model, name: str | None, level: str, rank: int, what: str) -> 
                               f"level {level} and rank {rank}; the model's targets: {listing}")
         return name
     found = [n for n, t in targets.items() if (t.level, t.rank) == (level, rank)]
+    preferred = [n for n in found if n in DEFAULT_NAMES]
+    if len(found) > 1 and len(preferred) == 1:
+        return preferred[0]
     if len(found) != 1:
         how = "no target" if not found else "several targets"
         raise ConfigError(f"the model has {how} of level {level} and rank {rank} for {what}; choose "
