@@ -198,6 +198,7 @@ def plot(rows: list, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     tasks = [t for t in TASKS if any(r["task"] == t for r in rows)]
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.6 * len(tasks), 3.6), squeeze=False)
@@ -208,6 +209,9 @@ def plot(rows: list, path: Path) -> None:
                 ax.loglog(*zip(*sel), style, label=ARM_LABEL[arm])
         unit = TASKS[task]["unit"]
         ax.set(xlabel="training structures", ylabel=f"test MAE{f' ({unit})' if unit else ''}", title=task)
+        ax.set_xticks(SIZES, [str(n) for n in SIZES])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
