@@ -206,12 +206,11 @@ def plot(rows: list, path: Path) -> None:
         for arm, style in (("scratch", "o--"), ("finetuned", "s-"), ("finetuned_full", "^-")):
             sel = sorted((r["n_train"], r["test_mae"]) for r in rows if r["task"] == task and r["arm"] == arm)
             if sel:
-                ax.loglog(*zip(*sel), style, label=ARM_LABEL[arm])
+                ax.semilogx(*zip(*sel), style, label=ARM_LABEL[arm])
         unit = TASKS[task]["unit"]
         ax.set(xlabel="training structures", ylabel=f"test MAE{f' ({unit})' if unit else ''}", title=task)
         ax.set_xticks(SIZES, [str(n) for n in SIZES])
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
