@@ -134,7 +134,8 @@ class ETGNN(nn.Module):
         """The targets with a head of their own (every target but the ``gradient_of`` ones) of a
         batch from :func:`etgnn.data.batch.collate`; differentiable in the positions.  With a deep
         ensemble, the mean of its members' (so a gradient of it is the mean of theirs)."""
-        outs = [m._tensors(m.geometry(batch)) for m in [self, *self.ensemble_members()]]
+        geometry = self.geometry(batch)  # the members share the config: one geometry for all
+        outs = [m._tensors(geometry) for m in [self, *self.ensemble_members()]]
         return outs[0] if len(outs) == 1 else self.mean_outputs(outs)
 
     # ------------------------------------------------------------------ deep ensembles
